@@ -1,0 +1,48 @@
+# The two commands of the README:
+#   make demo   set up everything and run qctl against local brokers
+#   make test   set up everything and run the whole test suite against real brokers
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test install lint typecheck docs docs-check brokers-up brokers-down clean
+
+$(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "qctl needs Python >= 3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/.installed
+
+brokers-up:
+	QCTL_PYTHON=$(BIN)/python dev/brokers up
+
+brokers-down:
+	dev/brokers down
+
+demo: install brokers-up
+	$(BIN)/qctl cluster info
+	@echo
+	@echo "Next: source $(BIN)/activate, then try 'qctl cluster info -o json', 'qctl plugins list'"
+	@echo "      or 'qctl context list'. Stop the brokers with 'dev/brokers down'."
+
+lint: install
+	$(BIN)/ruff check qctl tests
+	$(BIN)/ruff format --check qctl tests
+
+typecheck: install
+	$(BIN)/mypy qctl
+
+docs: install
+	QCTL_PYTHON=$(BIN)/python dev/gen-docs
+
+docs-check: install
+	QCTL_PYTHON=$(BIN)/python dev/gen-docs --check
+
+test: install brokers-up lint typecheck docs-check
+	QCTL_REQUIRE_BROKERS=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -n 3 --timeout 600
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

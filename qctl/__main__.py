@@ -1,0 +1,5 @@
+"""Allow ``python -m qctl``."""
+
+from qctl.cli import main
+
+main()

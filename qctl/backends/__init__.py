@@ -1,0 +1,13 @@
+"""Backends: one package per queue system, each a plugin behind ``qctl.backends.base``.
+
+``CAPABILITIES`` names every capability protocol, for ``qctl plugins list`` and for the
+contract tests that check a backend really implements what it claims.
+"""
+
+from __future__ import annotations
+
+from qctl.backends.base import SupportsClusterInfo
+
+CAPABILITIES: dict[str, type] = {
+    "cluster-info": SupportsClusterInfo,
+}

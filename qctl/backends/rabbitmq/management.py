@@ -1,0 +1,131 @@
+"""A small client for the RabbitMQ management HTTP API (httpx).
+
+AMQP cannot read policies, statistics, definitions or the true arguments of a queue, so
+the backend uses the management API for those. Every request is bounded by the
+context's timeout and every failure becomes a qctl error with an exit code.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from qctl.errors import (
+    AuthenticationError,
+    NotFoundError,
+    OperationTimeout,
+    QctlError,
+    UnreachableError,
+)
+
+if TYPE_CHECKING:
+    import httpx
+
+
+def quote_segment(value: str) -> str:
+    """Quote a vhost or object name as one path segment (``/`` becomes ``%2F``)."""
+    return quote(value, safe="")
+
+
+class ManagementAPI:
+    """GET/PUT/DELETE against ``/api``, JSON in and out."""
+
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        password: str,
+        timeout: float,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
+        import httpx
+
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._client = httpx.Client(
+            base_url=self.base_url + "/api",
+            auth=(username, password),
+            timeout=httpx.Timeout(timeout),
+            verify=verify,
+            headers={"content-type": "application/json"},
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        return self.request("GET", path, params=params)
+
+    def put(self, path: str, body: Any) -> Any:
+        return self.request("PUT", path, json=body)
+
+    def post(self, path: str, body: Any) -> Any:
+        return self.request("POST", path, json=body)
+
+    def delete(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        return self.request("DELETE", path, params=params)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
+        try:
+            response = self._client.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise OperationTimeout(
+                f"RabbitMQ management API at {self.base_url} did not answer within "
+                f"{self.timeout:g}s",
+                "raise --timeout or check the node's health",
+            ) from exc
+        except httpx.ConnectError as exc:
+            if _is_tls_failure(exc):
+                raise AuthenticationError(
+                    f"TLS handshake with the RabbitMQ management API at {self.base_url} "
+                    f"failed: {exc}",
+                    "check ca_file and the server certificate",
+                ) from exc
+            raise UnreachableError(
+                f"RabbitMQ management API at {self.base_url} is unreachable: {exc}",
+                "check management_url (`qctl context show`) and that the management plugin "
+                "is enabled",
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise UnreachableError(
+                f"RabbitMQ management API at {self.base_url} failed: {exc}"
+            ) from exc
+        return self._decode(method, path, response)
+
+    def _decode(self, method: str, path: str, response: httpx.Response) -> Any:
+        status = response.status_code
+        if status in (401, 403):
+            raise AuthenticationError(
+                f"RabbitMQ management API at {self.base_url} refused {method} {path} "
+                f"(HTTP {status})",
+                "check the user name and password, and that the user has the "
+                "management (or administrator) tag and permissions on the vhost",
+            )
+        if status == 404:
+            raise NotFoundError(f"{path} not found on the RabbitMQ management API")
+        if status >= 400:
+            reason = _reason(response)
+            raise QctlError(
+                f"RabbitMQ management API {method} {path} failed (HTTP {status}): {reason}"
+            )
+        if status == 204 or not response.content:
+            return None
+        return response.json()
+
+
+def _reason(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(body, dict):
+        return str(body.get("reason") or body.get("error") or body)
+    return str(body)
+
+
+def _is_tls_failure(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "certificate" in text or "ssl" in text or "tls" in text

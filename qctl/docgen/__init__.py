@@ -1,0 +1,1 @@
+"""Generators for the committed completion scripts and man pages (run dev/gen-docs)."""

@@ -1,0 +1,1 @@
+"""Test helpers that third-party plugins can reuse (needs pytest)."""

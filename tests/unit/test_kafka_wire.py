@@ -1,0 +1,98 @@
+"""The ApiVersions/DescribeQuorum decoders and the metadata.version table."""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from qctl.backends.kafka.metadata_version import describe_level
+from qctl.backends.kafka.wire import (
+    WireError,
+    _compact_string,
+    _uvarint,
+    decode_api_versions_response,
+    decode_describe_quorum_response,
+    encode_api_versions_request,
+)
+
+
+def api_versions_response(finalized_level: int, supported_max: int) -> bytes:
+    keys = [(0, 0, 12), (18, 0, 4)]
+    body = struct.pack(">i", 7) + struct.pack(">h", 0) + _uvarint(len(keys) + 1)
+    for key, low, high in keys:
+        body += struct.pack(">hhh", key, low, high) + _uvarint(0)
+    body += struct.pack(">i", 0)
+    supported = (
+        _uvarint(2)
+        + _compact_string("metadata.version")
+        + struct.pack(">hh", 1, supported_max)
+        + _uvarint(0)
+    )
+    finalized = (
+        _uvarint(2)
+        + _compact_string("metadata.version")
+        + struct.pack(">hh", finalized_level, finalized_level)
+        + _uvarint(0)
+    )
+    body += _uvarint(2)
+    body += _uvarint(0) + _uvarint(len(supported)) + supported
+    body += _uvarint(2) + _uvarint(len(finalized)) + finalized
+    return body
+
+
+def test_api_versions_response_is_decoded() -> None:
+    info = decode_api_versions_response(api_versions_response(25, 27))
+    assert info.api_keys == {0: (0, 12), 18: (0, 4)}
+    assert info.supported_features == {"metadata.version": (1, 27)}
+    assert info.finalized_features == {"metadata.version": (25, 25)}
+
+
+def test_api_versions_error_code_raises() -> None:
+    with pytest.raises(WireError, match="error code 35"):
+        decode_api_versions_response(struct.pack(">ih", 1, 35))
+
+
+def test_request_frame_layout() -> None:
+    frame = encode_api_versions_request(9)
+    api_key, version, correlation, client_len = struct.unpack(">hhih", frame[:10])
+    assert (api_key, version, correlation) == (18, 3, 9)
+    assert frame[10 : 10 + client_len] == b"qctl"
+
+
+def test_describe_quorum_response_is_decoded() -> None:
+    body = struct.pack(">i", 3) + _uvarint(0) + struct.pack(">h", 0)
+    body += _uvarint(2) + _compact_string("__cluster_metadata") + _uvarint(2)
+    body += struct.pack(">ihiiq", 0, 0, 2, 5, 100)
+    body += _uvarint(4)
+    for replica in (1, 2, 3):
+        body += struct.pack(">iq", replica, 100) + _uvarint(0)
+    body += _uvarint(2) + struct.pack(">iq", 4, 90) + _uvarint(0)
+    body += _uvarint(0) + _uvarint(0) + _uvarint(0)
+    quorum = decode_describe_quorum_response(body)
+    assert quorum.leader_id == 2 and quorum.leader_epoch == 5
+    assert quorum.voters == [1, 2, 3] and quorum.observers == [4]
+
+
+@given(st.binary(max_size=200))
+def test_garbage_never_crashes_the_decoders(data: bytes) -> None:
+    for decode in (decode_api_versions_response, decode_describe_quorum_response):
+        with contextlib.suppress(WireError):
+            decode(data)
+
+
+@pytest.mark.parametrize(
+    ("level", "release_only", "expected"),
+    [
+        (27, True, "4.1"),
+        (27, False, "4.1-IV1"),
+        (21, False, "3.9-IV0"),
+        (99, True, "newer than 4.4 (metadata.version level 99)"),
+        (3, False, "metadata.version level 3"),
+    ],
+)
+def test_metadata_version_names(level: int, release_only: bool, expected: str) -> None:
+    assert describe_level(level, release_only=release_only) == expected
