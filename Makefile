@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install lint typecheck docs docs-check brokers-up brokers-down clean
+.PHONY: demo test install fmt lint typecheck docs docs-check brokers-up brokers-down clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "qctl needs Python >= 3.11")'
@@ -46,3 +46,7 @@ test: install brokers-up lint typecheck docs-check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+fmt: install
+	$(BIN)/ruff format qctl tests
+	$(BIN)/ruff check --fix qctl tests

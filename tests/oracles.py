@@ -10,8 +10,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 def kafka_tool(*args: str, timeout: float = 120) -> str:
     """Output of Kafka's own command-line tool, e.g. kafka_tool("topics", "--list", ...)."""
-    proc = subprocess.run([str(REPO / "dev/kafka-tool"), *args], capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    proc = subprocess.run(
+        [str(REPO / "dev/kafka-tool"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     if proc.returncode != 0:
         raise AssertionError(f"dev/kafka-tool {' '.join(args)} failed: {proc.stderr[-2000:]}")
     return proc.stdout
@@ -19,8 +24,13 @@ def kafka_tool(*args: str, timeout: float = 120) -> str:
 
 def rabbitmqctl(*args: str, tool: str = "rabbitmqctl", timeout: float = 120) -> str:
     """Output of rabbitmqctl (or another RabbitMQ CLI tool) against the dev node."""
-    proc = subprocess.run([str(REPO / "dev/rabbitmqctl"), "--tool", tool, *args],
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    proc = subprocess.run(
+        [str(REPO / "dev/rabbitmqctl"), "--tool", tool, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     if proc.returncode != 0:
         raise AssertionError(f"{tool} {' '.join(args)} failed: {proc.stderr[-2000:]}")
     return proc.stdout

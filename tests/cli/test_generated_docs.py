@@ -34,10 +34,17 @@ def bash_complete(*words: str, with_qctl: bool = False) -> list[str]:
     if with_qctl:
         path = f"{bindir}:{path}"
     else:
-        path = ":".join(p for p in path.split(":") if p != bindir and not
-                        (Path(p) / "qctl").exists())
-    proc = subprocess.run(["bash", "-c", script, "bash", *words], capture_output=True,
-                          text=True, env={**os.environ, "PATH": path}, check=True, timeout=60)
+        path = ":".join(
+            p for p in path.split(":") if p != bindir and not (Path(p) / "qctl").exists()
+        )
+    proc = subprocess.run(
+        ["bash", "-c", script, "bash", *words],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": path},
+        check=True,
+        timeout=60,
+    )
     return [line for line in proc.stdout.splitlines() if line]
 
 
@@ -55,11 +62,12 @@ def test_bash_completes_context_names_from_the_config_file(isolated_config: Path
         pytest.skip("qctl is not installed as a console script in this environment")
     isolated_config.parent.mkdir(parents=True)
     isolated_config.write_text("contexts:\n  prod-eu: {}\n  staging: {}\n")
-    assert bash_complete("qctl", "--context", "", with_qctl=True) == [
-        "prod-eu", "staging", "local"]
+    assert bash_complete("qctl", "--context", "", with_qctl=True) == ["prod-eu", "staging", "local"]
     assert bash_complete("qctl", "context", "use", "st", with_qctl=True) == ["staging"]
     assert bash_complete("qctl", "cluster", "info", "-b", "", with_qctl=True) == [
-        "kafka", "rabbitmq"]
+        "kafka",
+        "rabbitmq",
+    ]
 
 
 @pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh not installed")
@@ -68,24 +76,38 @@ def test_zsh_script_parses_and_its_tree_answers() -> None:
     subprocess.run(["zsh", "-n", str(script)], check=True, timeout=30)
     proc = subprocess.run(
         ["zsh", "-c", f"compdef() {{ :; }}; source {script}; __qctl_subcommands context"],
-        capture_output=True, text=True, check=True, timeout=30)
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
     assert proc.stdout.split() == ["delete", "list", "set", "show", "use"]
 
 
 @pytest.mark.skipif(shutil.which("fish") is None, reason="fish not installed")
 def test_fish_completes_commands() -> None:
     script = REPO / "completions/qctl.fish"
-    proc = subprocess.run(["fish", "-c", f"source {script}; complete -C 'qctl cl'"],
-                          capture_output=True, text=True, check=True, timeout=30)
+    proc = subprocess.run(
+        ["fish", "-c", f"source {script}; complete -C 'qctl cl'"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
     assert proc.stdout.splitlines()[0].split("\t")[0] == "cluster"
 
 
 @pytest.mark.skipif(shutil.which("man") is None, reason="man not installed")
 @pytest.mark.parametrize("page", ["qctl.1", "qctl-cluster.1", "qctl-context.1", "qctl-plugins.1"])
 def test_man_pages_render(page: str) -> None:
-    proc = subprocess.run(["man", "-l", str(REPO / "man" / page)], capture_output=True,
-                          text=True, env={**os.environ, "MANPAGER": "cat", "MANWIDTH": "80"},
-                          check=True, timeout=30)
+    proc = subprocess.run(
+        ["man", "-l", str(REPO / "man" / page)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MANPAGER": "cat", "MANWIDTH": "80"},
+        check=True,
+        timeout=30,
+    )
     assert "NAME" in proc.stdout and "SYNOPSIS" in proc.stdout
     assert "warning" not in proc.stderr.lower()
     if page == "qctl.1":

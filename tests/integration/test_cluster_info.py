@@ -48,8 +48,9 @@ def test_both_backends_reachable_with_versions(kafka: str, rabbitmq: str) -> Non
 def test_counts_follow_the_cluster(kafka: str, rabbitmq: str, unique: str) -> None:
     """Creating a topic and a queue shows up in the counts (checked with the tools)."""
     before = {i["backend"]: i for i in info_json()[1]}
-    kafka_tool("topics", "--bootstrap-server", kafka, "--create", "--topic", unique,
-               "--partitions", "3")
+    kafka_tool(
+        "topics", "--bootstrap-server", kafka, "--create", "--topic", unique, "--partitions", "3"
+    )
     with pika.BlockingConnection(pika.URLParameters(rabbitmq)) as conn:
         conn.channel().queue_declare(unique, durable=True)
     try:
@@ -68,8 +69,9 @@ def test_counts_follow_the_cluster(kafka: str, rabbitmq: str, unique: str) -> No
 
 def test_unreachable_kafka_is_exit_3_quickly_with_one_line(rabbitmq: str) -> None:
     start = time.monotonic()
-    proc = run_qctl("cluster", "info", "--timeout", "3",
-                    env={"QCTL_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
+    proc = run_qctl(
+        "cluster", "info", "--timeout", "3", env={"QCTL_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+    )
     elapsed = time.monotonic() - start
     assert proc.returncode == 3
     assert elapsed < 6
@@ -84,18 +86,36 @@ def test_unreachable_kafka_is_exit_3_quickly_with_one_line(rabbitmq: str) -> Non
 def test_blackholed_address_is_bounded_by_the_timeout() -> None:
     """A host that never answers (TEST-NET-1) still returns within the bound."""
     start = time.monotonic()
-    proc = run_qctl("cluster", "info", "-b", "kafka", "-b", "rabbitmq", "--timeout", "2",
-                    env={"QCTL_KAFKA_BOOTSTRAP": "192.0.2.1:9092",
-                         "QCTL_RABBITMQ_URL": "amqp://guest:guest@192.0.2.1:5672/",
-                         "QCTL_RABBITMQ_MANAGEMENT_URL": "http://192.0.2.1:15672"})
+    proc = run_qctl(
+        "cluster",
+        "info",
+        "-b",
+        "kafka",
+        "-b",
+        "rabbitmq",
+        "--timeout",
+        "2",
+        env={
+            "QCTL_KAFKA_BOOTSTRAP": "192.0.2.1:9092",
+            "QCTL_RABBITMQ_URL": "amqp://guest:guest@192.0.2.1:5672/",
+            "QCTL_RABBITMQ_MANAGEMENT_URL": "http://192.0.2.1:15672",
+        },
+    )
     assert proc.returncode == 3
     assert time.monotonic() - start < 6
     assert "192.0.2.1" in proc.stderr
 
 
 def test_wrong_rabbitmq_password_is_an_authentication_error(rabbitmq: str) -> None:
-    proc = run_qctl("cluster", "info", "-b", "rabbitmq", "--timeout", "5",
-                    env={"QCTL_RABBITMQ_URL": "amqp://guest:not-the-password@127.0.0.1:5672/"})
+    proc = run_qctl(
+        "cluster",
+        "info",
+        "-b",
+        "rabbitmq",
+        "--timeout",
+        "5",
+        env={"QCTL_RABBITMQ_URL": "amqp://guest:not-the-password@127.0.0.1:5672/"},
+    )
     assert proc.returncode == 3
     assert "refused the credentials of user 'guest'" in proc.stderr
     assert "not-the-password" not in proc.stderr + proc.stdout
@@ -103,8 +123,15 @@ def test_wrong_rabbitmq_password_is_an_authentication_error(rabbitmq: str) -> No
 
 
 def test_unknown_vhost_is_an_access_error(rabbitmq: str) -> None:
-    proc = run_qctl("cluster", "info", "-b", "rabbitmq", "--timeout", "5",
-                    env={"QCTL_RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:5672/no-such-vhost"})
+    proc = run_qctl(
+        "cluster",
+        "info",
+        "-b",
+        "rabbitmq",
+        "--timeout",
+        "5",
+        env={"QCTL_RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:5672/no-such-vhost"},
+    )
     assert proc.returncode == 3
     assert "no-such-vhost" in proc.stderr
 
