@@ -1,0 +1,128 @@
+"""Kafka cluster info: brokers, the active KRaft controller, version and counts."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any
+
+from qctl.backends.base import ClusterInfo, Node
+from qctl.backends.kafka.core import KafkaCore
+
+log = logging.getLogger(__name__)
+
+
+class KafkaClusterInfo(KafkaCore):
+    """``SupportsClusterInfo`` for Kafka."""
+
+    def cluster_info(self) -> ClusterInfo:
+        admin = self.admin()
+        metadata = self.wait_for_metadata()
+        described = self._result(
+            admin.describe_cluster(request_timeout=self.timeout), "describe the cluster"
+        )
+        groups = self._result(
+            admin.list_consumer_groups(request_timeout=self.timeout), "list consumer groups"
+        )
+        topics = list(metadata.topics)
+        internal = [t for t in topics if t.startswith("__")]
+        info = ClusterInfo(
+            backend=self.name,
+            address=self.bootstrap,
+            reachable=True,
+            cluster_id=described.cluster_id or metadata.cluster_id,
+            counts={
+                "brokers": len(described.nodes),
+                "topics": len(topics) - len(internal),
+                "internal_topics": len(internal),
+                "partitions": sum(
+                    len(t.partitions) for n, t in metadata.topics.items() if not n.startswith("__")
+                ),
+                "consumer_groups": len(groups.valid),
+            },
+        )
+        brokers = {node.id: node for node in described.nodes}
+        quorum, versions = self._probe(described.nodes, info)
+        voters = set(quorum.voters) if quorum else set()
+        for node_id, node in sorted(brokers.items()):
+            roles = ["broker"] + (["controller"] if node_id in voters else [])
+            info.nodes.append(
+                Node(
+                    id=str(node_id),
+                    host=node.host,
+                    port=node.port,
+                    roles=roles,
+                    controller=bool(quorum and quorum.leader_id == node_id),
+                )
+            )
+        for voter in sorted(voters - set(brokers)):
+            info.nodes.append(
+                Node(
+                    id=str(voter),
+                    host="",
+                    port=None,
+                    roles=["controller"],
+                    controller=bool(quorum and quorum.leader_id == voter),
+                )
+            )
+        if versions is not None:
+            self._describe_versions(versions, info)
+        if quorum is not None:
+            info.features["kraft"] = True
+            info.features["active_controller"] = quorum.leader_id
+        return info
+
+    def _probe(self, nodes: list[Any], info: ClusterInfo) -> tuple[Any, Any]:
+        """Version and quorum from the wire probe; missing pieces become warnings."""
+        from qctl.backends.kafka.wire import Probe, WireError
+
+        protocol = str(self.settings.get("security.protocol", "PLAINTEXT")).upper()
+        ssl_context = self._ssl_context() if protocol in ("SSL", "SASL_SSL") else None
+        quorum = versions = None
+        for node in nodes:
+            try:
+                with Probe(node.host, node.port, self.timeout, ssl_context) as probe:
+                    versions = probe.api_versions()
+                    if not protocol.startswith("SASL"):
+                        try:
+                            quorum = probe.describe_quorum()
+                        except WireError as exc:
+                            info.warnings.append(f"controller quorum not available: {exc}")
+                return quorum, versions
+            except WireError as exc:
+                log.debug("probe of broker %s failed: %s", node.id, exc)
+                continue
+        info.warnings.append("could not read the broker version (ApiVersions probe failed)")
+        return quorum, versions
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=self.settings.get("ssl.ca.location"))
+        cert = self.settings.get("ssl.certificate.location")
+        if cert:
+            ctx.load_cert_chain(
+                cert, self.settings.get("ssl.key.location"), self.settings.get("ssl.key.password")
+            )
+        algorithm = str(self.settings.get("ssl.endpoint.identification.algorithm", "https"))
+        if algorithm.lower() == "none":
+            ctx.check_hostname = False
+        if str(self.settings.get("enable.ssl.certificate.verification", "true")).lower() in (
+            "false",
+            "0",
+        ):
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    @staticmethod
+    def _describe_versions(versions: Any, info: ClusterInfo) -> None:
+        from qctl.backends.kafka.metadata_version import describe_level
+
+        supported = versions.supported_features.get("metadata.version")
+        finalized = versions.finalized_features.get("metadata.version")
+        if supported:
+            info.version = describe_level(supported[1], release_only=True)
+        if finalized:
+            info.features["metadata_version"] = describe_level(finalized[1])
+        info.features["finalized_features"] = {
+            name: level[1] for name, level in sorted(versions.finalized_features.items())
+        }

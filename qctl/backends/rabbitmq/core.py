@@ -1,0 +1,167 @@
+"""The RabbitMQ backend's core: settings, AMQP connections, the management API client.
+
+Each capability is a mixin in its own module built on ``RabbitCore``; ``backend.py``
+composes them. pika and httpx are imported inside methods so that loading the class
+stays cheap. Every connection attempt and HTTP request is bounded by the timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+
+from qctl.backends.base import BackendConfig
+from qctl.backends.rabbitmq.management import ManagementAPI
+from qctl.backends.rabbitmq.settings import RabbitSettings, parse_settings
+from qctl.config import SECRETS
+from qctl.errors import AuthenticationError, UnreachableError
+
+if TYPE_CHECKING:
+    import pika
+
+log = logging.getLogger(__name__)
+
+
+class RabbitCore:
+    """State and helpers every RabbitMQ capability mixin shares."""
+
+    name: ClassVar[str] = "rabbitmq"
+    description: ClassVar[str] = "RabbitMQ through pika (AMQP 0-9-1) and the management API"
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.config = config
+        self.timeout = config.timeout
+        self.settings: RabbitSettings = parse_settings(config.settings)
+        SECRETS.add(self.settings.password)
+        SECRETS.add(self.settings.management_password)
+        self._mgmt: ManagementAPI | None = None
+        self._connection: pika.BlockingConnection | None = None
+        #: Cleanups registered by mixins for what they open (extra connections, ...).
+        self._closers: list[Callable[[], None]] = []
+
+    @classmethod
+    def from_config(cls, config: BackendConfig) -> Self:
+        return cls(config)
+
+    def target(self) -> str:
+        return f"{self.settings.host}:{self.settings.port}"
+
+    def close(self) -> None:
+        while self._closers:
+            closer = self._closers.pop()
+            try:
+                closer()
+            except Exception:  # one failing cleanup must not skip the others
+                log.debug("a rabbitmq cleanup failed", exc_info=True)
+        if self._mgmt is not None:
+            self._mgmt.close()
+            self._mgmt = None
+        if self._connection is not None:
+            try:
+                if self._connection.is_open:
+                    self._connection.close()
+            except Exception:  # a dead connection cannot be closed cleanly; drop it
+                log.debug("closing the AMQP connection failed", exc_info=True)
+            self._connection = None
+
+    # -- clients ---------------------------------------------------------------------------
+    def management(self) -> ManagementAPI:
+        if self._mgmt is None:
+            s = self.settings
+            verify: Any = s.ssl_context() if s.management_url.startswith("https") else True
+            self._mgmt = ManagementAPI(
+                s.management_url, s.management_username, s.management_password, self.timeout, verify
+            )
+        return self._mgmt
+
+    def connection_parameters(self) -> pika.ConnectionParameters:
+        import pika
+
+        s = self.settings
+        ssl_options = None
+        if s.tls:
+            ssl_options = pika.SSLOptions(s.ssl_context(), server_hostname=s.host)
+        credentials: Any
+        if s.tls and s.cert_file and not s.password:
+            credentials = pika.credentials.ExternalCredentials()
+        else:
+            credentials = pika.PlainCredentials(s.username, s.password)
+        return pika.ConnectionParameters(
+            host=s.host,
+            port=s.port,
+            virtual_host=s.vhost,
+            credentials=credentials,
+            ssl_options=ssl_options,
+            connection_attempts=1,
+            retry_delay=0,
+            socket_timeout=self.timeout,
+            stack_timeout=self.timeout,
+            blocked_connection_timeout=self.timeout,
+            heartbeat=60,
+            client_properties={"connection_name": f"qctl ({self.config.context})"},
+        )
+
+    def connect(self) -> pika.BlockingConnection:
+        """A new AMQP connection; failures become exit-code-3 errors naming the address."""
+        import pika
+        import pika.exceptions as pe
+
+        try:
+            return pika.BlockingConnection(self.connection_parameters())
+        except (pe.ProbableAuthenticationError, pe.AuthenticationError) as exc:
+            raise AuthenticationError(
+                f"RabbitMQ at {self.target()} refused the credentials of user "
+                f"{self.settings.username!r}",
+                "check the user name and password in the rabbitmq url",
+            ) from exc
+        except pe.ProbableAccessDeniedError as exc:
+            raise AuthenticationError(
+                f"RabbitMQ at {self.target()} denied user {self.settings.username!r} access "
+                f"to vhost {self.settings.vhost!r}",
+                "check that the vhost exists and the user has permissions on it",
+            ) from exc
+        except pe.ConnectionClosedByBroker as exc:
+            raise AuthenticationError(
+                f"RabbitMQ at {self.target()} closed the connection: {exc.reply_code} "
+                f"{exc.reply_text}",
+                "check the vhost and the user's permissions",
+            ) from exc
+        except pe.AMQPConnectionError as exc:
+            raise UnreachableError(
+                f"RabbitMQ at {self.target()} is unreachable: {_root_cause(exc)}",
+                "check the rabbitmq url (`qctl context show`) and that the node is running",
+            ) from exc
+
+    def connection(self) -> pika.BlockingConnection:
+        """The shared AMQP connection of this backend, opened on first use."""
+        if self._connection is None or not self._connection.is_open:
+            self._connection = self.connect()
+        return self._connection
+
+
+def decode_text(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return None if value is None else str(value)
+
+
+def _root_cause(exc: BaseException) -> str:
+    """pika wraps the socket error several levels deep; show the innermost message."""
+    seen = 0
+    current: Any = exc
+    while seen < 6:
+        seen += 1
+        inner = getattr(current, "exception", None)
+        items = getattr(current, "exceptions", None)
+        if items:
+            inner = items[-1]
+        if inner is None and getattr(current, "args", None):
+            candidate = current.args[0]
+            if isinstance(candidate, BaseException):
+                inner = candidate
+        if inner is None:
+            break
+        current = inner
+    text = str(current) or type(current).__name__
+    return " ".join(text.split())
