@@ -7,7 +7,9 @@ contract tests that check a backend really implements what it claims.
 from __future__ import annotations
 
 from qctl.backends.base import SupportsClusterInfo
+from qctl.backends.capabilities.groups import SupportsConsumerGroups
 
 CAPABILITIES: dict[str, type] = {
     "cluster-info": SupportsClusterInfo,
+    "consumer-groups": SupportsConsumerGroups,
 }

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from qctl.backends.kafka.groups import KafkaConsumerGroups
 from qctl.backends.kafka.info import KafkaClusterInfo
 
 
-class KafkaBackend(KafkaClusterInfo):
+class KafkaBackend(KafkaClusterInfo, KafkaConsumerGroups):
     """Apache Kafka (and compatible brokers) through confluent-kafka (librdkafka)."""
