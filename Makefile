@@ -41,8 +41,12 @@ docs: install
 docs-check: install
 	QCTL_PYTHON=$(BIN)/python dev/gen-docs --check
 
+# Tests that restart or kill a broker run alone, after the parallel phase, so they never
+# pull a broker away from another test.
 test: install brokers-up lint typecheck docs-check
-	QCTL_REQUIRE_BROKERS=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -n 3 --timeout 600
+	QCTL_REQUIRE_BROKERS=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -n 3 --timeout 600 -m "not disruptive"
+	QCTL_REQUIRE_BROKERS=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest --timeout 900 -m disruptive; \
+	  rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]  # 5: no disruptive tests collected
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Dead-letter queues: provenance parsing, inspection, drain and the no-loss redrive."""
