@@ -2,19 +2,23 @@
 
 __qctl_subcommands() {
     case "$1" in
-        '') echo 'cluster context plugins' ;;
+        '') echo 'cluster consume context lag offsets plugins produce topology' ;;
         'cluster') echo 'info' ;;
         'context') echo 'delete list set show use' ;;
+        'offsets') echo 'delete history reset show undo' ;;
         'plugins') echo 'list' ;;
+        'topology') echo 'apply destroy export plan validate' ;;
     esac
 }
 
 __qctl_described() {
     case "$1" in
-        '') printf '%s\n' 'cluster:Reachability, versions, nodes and object counts of the co...' 'context:List, show, switch and edit contexts (cluster profiles).' 'plugins:Installed backends and command plugins.' ;;
+        '') printf '%s\n' 'cluster:Reachability, versions, nodes and object counts of the co...' 'consume:Read messages from SOURCE: kafka:TOPIC[/PARTITION] or rab...' 'context:List, show, switch and edit contexts (cluster profiles).' 'lag:Consumer lag of Kafka groups and RabbitMQ queues, with st...' 'offsets:Review, reset, verify and undo consumer-group offsets.' 'plugins:Installed backends and command plugins.' 'produce:Send messages to TARGET: kafka:TOPIC[/PARTITION], rabbitm...' 'topology:Topology as code: Kafka topics and RabbitMQ exchanges, qu...' ;;
         'cluster') printf '%s\n' 'info:Show each backend of the context: reachable or not, versi...' ;;
         'context') printf '%s\n' 'delete:Remove context NAME from the config file.' 'list:List contexts; the current one is marked with *.' 'set:Create or update context NAME.' 'show:Show a context (default: the current one) as qctl will us...' 'use:Make NAME the current context (written to the config file).' ;;
+        'offsets') printf '%s\n' 'delete:Delete a group'\''s committed offsets for topics (plan; --ex...' 'history:List the group'\''s undo snapshots, newest first.' 'reset:Move a group'\''s committed offsets (plan; --execute applies).' 'show:Where a group is: committed offsets, log ends, lag, members.' 'undo:Restore the offsets saved before a change (plan; --execut...' ;;
         'plugins') printf '%s\n' 'list:List plugins: name, kind, version, and load error if any.' ;;
+        'topology') printf '%s\n' 'apply:Make the cluster match FILE, then re-read it and verify.' 'destroy:Delete what FILE declares, with the same safety rules as...' 'export:Write the live cluster as a topology file (defaults and i...' 'plan:Show what `apply FILE` would change: create, update, unsu...' 'validate:Check FILE without a cluster: schema, types, references,...' ;;
     esac
 }
 
@@ -23,14 +27,29 @@ __qctl_options() {
         '') echo '--context -C --config -o --output -v --verbose --no-color --version -V -h --help' ;;
         'cluster') echo '-h --help' ;;
         'cluster info') echo '--backend -b --timeout -o --output -h --help' ;;
+        'consume') echo '--from --until --group -g --commit-before --isolation --ack --max -n --follow -f --where -w --format-string --prefetch --timeout -o --output -h --help' ;;
         'context') echo '-h --help' ;;
         'context delete') echo '-h --help' ;;
         'context list') echo '-q --quiet -o --output -h --help' ;;
         'context set') echo '--kafka-bootstrap --kafka-property --rabbitmq-url --management-url --rabbitmq-property --protected --unprotected --description --use -h --help' ;;
         'context show') echo '-o --output -h --help' ;;
         'context use') echo '-h --help' ;;
+        'lag') echo '--group -g --queue -q --all --backend -b -o --output --threshold --max-time-lag --isolation --watch -w --interval --count --timeout -h --help' ;;
+        'offsets') echo '-h --help' ;;
+        'offsets delete') echo '--group -g --topic -t --execute --yes -y --backend -b --timeout -o --output -h --help' ;;
+        'offsets history') echo '--group -g -o --output -h --help' ;;
+        'offsets reset') echo '--group -g --topic -t --all-topics --to-earliest --to-latest --to-current --to-offset --shift-by --to-datetime --by-duration --from-file --to-group --execute --new-group --yes -y --backend -b --timeout -o --output -h --help' ;;
+        'offsets show') echo '--group -g --topic -t --backend -b --timeout -o --output -h --help' ;;
+        'offsets undo') echo '--group -g --execute --yes -y --timeout -o --output -h --help' ;;
         'plugins') echo '-h --help' ;;
         'plugins list') echo '-o --output -h --help' ;;
+        'produce') echo '--file -f --format --key-separator -K --key -k --header -H --property -P --routing-key -r --mandatory --no-mandatory --count -n --rate --template -t --seed --list-templates --dry-run --window --new-timestamps --timeout --yes -y -o --output -h --help' ;;
+        'topology') echo '-h --help' ;;
+        'topology apply') echo '--env -e --backend -b --prune --max-deletes --force-delete-nonempty --allow-recreate --dry-run --yes -y --timeout -o --output -h --help' ;;
+        'topology destroy') echo '--env -e --backend -b --max-deletes --force-delete-nonempty --dry-run --yes -y --timeout -o --output -h --help' ;;
+        'topology export') echo '--backend -b --include --exclude --vhost --owner --file -f --timeout -o --output -h --help' ;;
+        'topology plan') echo '--env -e --backend -b --prune --allow-recreate --detailed-exitcode --timeout -o --output -h --help' ;;
+        'topology validate') echo '--env -e -o --output -h --help' ;;
     esac
 }
 
@@ -38,10 +57,23 @@ __qctl_value_options() {
     case "$1" in
         '') echo '--context -C --config -o --output' ;;
         'cluster info') echo '--backend -b --timeout -o --output' ;;
+        'consume') echo '--from --until --group -g --isolation --max -n --where -w --format-string --prefetch --timeout -o --output' ;;
         'context list') echo '-o --output' ;;
         'context set') echo '--kafka-bootstrap --kafka-property --rabbitmq-url --management-url --rabbitmq-property --description' ;;
         'context show') echo '-o --output' ;;
+        'lag') echo '--group -g --queue -q --backend -b -o --output --threshold --max-time-lag --isolation --interval --count --timeout' ;;
+        'offsets delete') echo '--group -g --topic -t --backend -b --timeout -o --output' ;;
+        'offsets history') echo '--group -g -o --output' ;;
+        'offsets reset') echo '--group -g --topic -t --to-offset --shift-by --to-datetime --by-duration --from-file --to-group --backend -b --timeout -o --output' ;;
+        'offsets show') echo '--group -g --topic -t --backend -b --timeout -o --output' ;;
+        'offsets undo') echo '--group -g --timeout -o --output' ;;
         'plugins list') echo '-o --output' ;;
+        'produce') echo '--file -f --format --key-separator -K --key -k --header -H --property -P --routing-key -r --count -n --rate --template -t --seed --window --timeout -o --output' ;;
+        'topology apply') echo '--env -e --backend -b --max-deletes --timeout -o --output' ;;
+        'topology destroy') echo '--env -e --backend -b --max-deletes --timeout -o --output' ;;
+        'topology export') echo '--backend -b --include --exclude --vhost --owner --file -f --timeout -o --output' ;;
+        'topology plan') echo '--env -e --backend -b --timeout -o --output' ;;
+        'topology validate') echo '--env -e -o --output' ;;
     esac
 }
 
@@ -51,12 +83,49 @@ __qctl_choices() {
         '|--output') echo 'table json yaml' ;;
         'cluster info|-o') echo 'table json yaml' ;;
         'cluster info|--output') echo 'table json yaml' ;;
+        'consume|--isolation') echo 'read_committed read_uncommitted' ;;
+        'consume|-o') echo 'table jsonl json raw' ;;
+        'consume|--output') echo 'table jsonl json raw' ;;
         'context list|-o') echo 'table json yaml' ;;
         'context list|--output') echo 'table json yaml' ;;
         'context show|-o') echo 'table json yaml' ;;
         'context show|--output') echo 'table json yaml' ;;
+        'lag|-o') echo 'table json yaml prometheus' ;;
+        'lag|--output') echo 'table json yaml prometheus' ;;
+        'lag|--isolation') echo 'auto read_committed read_uncommitted' ;;
+        'offsets delete|-o') echo 'table json yaml' ;;
+        'offsets delete|--output') echo 'table json yaml' ;;
+        'offsets history|-o') echo 'table json yaml' ;;
+        'offsets history|--output') echo 'table json yaml' ;;
+        'offsets reset|-o') echo 'table json yaml' ;;
+        'offsets reset|--output') echo 'table json yaml' ;;
+        'offsets show|-o') echo 'table json yaml' ;;
+        'offsets show|--output') echo 'table json yaml' ;;
+        'offsets undo|-o') echo 'table json yaml' ;;
+        'offsets undo|--output') echo 'table json yaml' ;;
         'plugins list|-o') echo 'table json yaml' ;;
         'plugins list|--output') echo 'table json yaml' ;;
+        'produce|--format') echo 'raw jsonl' ;;
+        'produce|-o') echo 'table json yaml' ;;
+        'produce|--output') echo 'table json yaml' ;;
+        'topology apply|--backend') echo 'kafka rabbitmq' ;;
+        'topology apply|-b') echo 'kafka rabbitmq' ;;
+        'topology apply|-o') echo 'table json' ;;
+        'topology apply|--output') echo 'table json' ;;
+        'topology destroy|--backend') echo 'kafka rabbitmq' ;;
+        'topology destroy|-b') echo 'kafka rabbitmq' ;;
+        'topology destroy|-o') echo 'table json' ;;
+        'topology destroy|--output') echo 'table json' ;;
+        'topology export|--backend') echo 'kafka rabbitmq' ;;
+        'topology export|-b') echo 'kafka rabbitmq' ;;
+        'topology export|-o') echo 'yaml json' ;;
+        'topology export|--output') echo 'yaml json' ;;
+        'topology plan|--backend') echo 'kafka rabbitmq' ;;
+        'topology plan|-b') echo 'kafka rabbitmq' ;;
+        'topology plan|-o') echo 'table json' ;;
+        'topology plan|--output') echo 'table json' ;;
+        'topology validate|-o') echo 'table json' ;;
+        'topology validate|--output') echo 'table json' ;;
     esac
 }
 
@@ -66,6 +135,14 @@ __qctl_dynamic_option() {
         '|-C') return 0 ;;
         'cluster info|--backend') return 0 ;;
         'cluster info|-b') return 0 ;;
+        'lag|--backend') return 0 ;;
+        'lag|-b') return 0 ;;
+        'offsets delete|--backend') return 0 ;;
+        'offsets delete|-b') return 0 ;;
+        'offsets reset|--backend') return 0 ;;
+        'offsets reset|-b') return 0 ;;
+        'offsets show|--backend') return 0 ;;
+        'offsets show|-b') return 0 ;;
         *) return 1 ;;
     esac
 }
@@ -73,6 +150,11 @@ __qctl_dynamic_option() {
 __qctl_path_option() {
     case "$1" in
         '|--config') return 0 ;;
+        'offsets reset|--from-file') return 0 ;;
+        'produce|--file') return 0 ;;
+        'produce|-f') return 0 ;;
+        'topology export|--file') return 0 ;;
+        'topology export|-f') return 0 ;;
         *) return 1 ;;
     esac
 }
@@ -88,6 +170,10 @@ __qctl_dynamic_argument() {
 
 __qctl_path_argument() {
     case "$1" in
+        'topology apply') return 0 ;;
+        'topology destroy') return 0 ;;
+        'topology plan') return 0 ;;
+        'topology validate') return 0 ;;
         *) return 1 ;;
     esac
 }

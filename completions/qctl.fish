@@ -3,26 +3,34 @@
 function __qctl_subcommands
     switch "$argv[1]"
         case ''
-            printf '%s\t%s\n' 'cluster' 'Reachability, versions, nodes and object counts of the co...' 'context' 'List, show, switch and edit contexts (cluster profiles).' 'plugins' 'Installed backends and command plugins.'
+            printf '%s\t%s\n' 'cluster' 'Reachability, versions, nodes and object counts of the co...' 'consume' 'Read messages from SOURCE: kafka:TOPIC[/PARTITION] or rab...' 'context' 'List, show, switch and edit contexts (cluster profiles).' 'lag' 'Consumer lag of Kafka groups and RabbitMQ queues, with st...' 'offsets' 'Review, reset, verify and undo consumer-group offsets.' 'plugins' 'Installed backends and command plugins.' 'produce' 'Send messages to TARGET: kafka:TOPIC[/PARTITION], rabbitm...' 'topology' 'Topology as code: Kafka topics and RabbitMQ exchanges, qu...'
         case 'cluster'
             printf '%s\t%s\n' 'info' 'Show each backend of the context: reachable or not, versi...'
         case 'context'
             printf '%s\t%s\n' 'delete' 'Remove context NAME from the config file.' 'list' 'List contexts; the current one is marked with *.' 'set' 'Create or update context NAME.' 'show' 'Show a context (default: the current one) as qctl will us...' 'use' 'Make NAME the current context (written to the config file).'
+        case 'offsets'
+            printf '%s\t%s\n' 'delete' 'Delete a group\'s committed offsets for topics (plan; --ex...' 'history' 'List the group\'s undo snapshots, newest first.' 'reset' 'Move a group\'s committed offsets (plan; --execute applies).' 'show' 'Where a group is: committed offsets, log ends, lag, members.' 'undo' 'Restore the offsets saved before a change (plan; --execut...'
         case 'plugins'
             printf '%s\t%s\n' 'list' 'List plugins: name, kind, version, and load error if any.'
+        case 'topology'
+            printf '%s\t%s\n' 'apply' 'Make the cluster match FILE, then re-read it and verify.' 'destroy' 'Delete what FILE declares, with the same safety rules as...' 'export' 'Write the live cluster as a topology file (defaults and i...' 'plan' 'Show what `apply FILE` would change: create, update, unsu...' 'validate' 'Check FILE without a cluster: schema, types, references,...'
     end
 end
 
 function __qctl_subcommand_names
     switch "$argv[1]"
         case ''
-            printf '%s\n' 'cluster' 'context' 'plugins'
+            printf '%s\n' 'cluster' 'consume' 'context' 'lag' 'offsets' 'plugins' 'produce' 'topology'
         case 'cluster'
             printf '%s\n' 'info'
         case 'context'
             printf '%s\n' 'delete' 'list' 'set' 'show' 'use'
+        case 'offsets'
+            printf '%s\n' 'delete' 'history' 'reset' 'show' 'undo'
         case 'plugins'
             printf '%s\n' 'list'
+        case 'topology'
+            printf '%s\n' 'apply' 'destroy' 'export' 'plan' 'validate'
     end
 end
 
@@ -34,6 +42,8 @@ function __qctl_options
             printf '%s\n' '-h' '--help'
         case 'cluster info'
             printf '%s\n' '--backend' '-b' '--timeout' '-o' '--output' '-h' '--help'
+        case 'consume'
+            printf '%s\n' '--from' '--until' '--group' '-g' '--commit-before' '--isolation' '--ack' '--max' '-n' '--follow' '-f' '--where' '-w' '--format-string' '--prefetch' '--timeout' '-o' '--output' '-h' '--help'
         case 'context'
             printf '%s\n' '-h' '--help'
         case 'context delete'
@@ -46,10 +56,38 @@ function __qctl_options
             printf '%s\n' '-o' '--output' '-h' '--help'
         case 'context use'
             printf '%s\n' '-h' '--help'
+        case 'lag'
+            printf '%s\n' '--group' '-g' '--queue' '-q' '--all' '--backend' '-b' '-o' '--output' '--threshold' '--max-time-lag' '--isolation' '--watch' '-w' '--interval' '--count' '--timeout' '-h' '--help'
+        case 'offsets'
+            printf '%s\n' '-h' '--help'
+        case 'offsets delete'
+            printf '%s\n' '--group' '-g' '--topic' '-t' '--execute' '--yes' '-y' '--backend' '-b' '--timeout' '-o' '--output' '-h' '--help'
+        case 'offsets history'
+            printf '%s\n' '--group' '-g' '-o' '--output' '-h' '--help'
+        case 'offsets reset'
+            printf '%s\n' '--group' '-g' '--topic' '-t' '--all-topics' '--to-earliest' '--to-latest' '--to-current' '--to-offset' '--shift-by' '--to-datetime' '--by-duration' '--from-file' '--to-group' '--execute' '--new-group' '--yes' '-y' '--backend' '-b' '--timeout' '-o' '--output' '-h' '--help'
+        case 'offsets show'
+            printf '%s\n' '--group' '-g' '--topic' '-t' '--backend' '-b' '--timeout' '-o' '--output' '-h' '--help'
+        case 'offsets undo'
+            printf '%s\n' '--group' '-g' '--execute' '--yes' '-y' '--timeout' '-o' '--output' '-h' '--help'
         case 'plugins'
             printf '%s\n' '-h' '--help'
         case 'plugins list'
             printf '%s\n' '-o' '--output' '-h' '--help'
+        case 'produce'
+            printf '%s\n' '--file' '-f' '--format' '--key-separator' '-K' '--key' '-k' '--header' '-H' '--property' '-P' '--routing-key' '-r' '--mandatory' '--no-mandatory' '--count' '-n' '--rate' '--template' '-t' '--seed' '--list-templates' '--dry-run' '--window' '--new-timestamps' '--timeout' '--yes' '-y' '-o' '--output' '-h' '--help'
+        case 'topology'
+            printf '%s\n' '-h' '--help'
+        case 'topology apply'
+            printf '%s\n' '--env' '-e' '--backend' '-b' '--prune' '--max-deletes' '--force-delete-nonempty' '--allow-recreate' '--dry-run' '--yes' '-y' '--timeout' '-o' '--output' '-h' '--help'
+        case 'topology destroy'
+            printf '%s\n' '--env' '-e' '--backend' '-b' '--max-deletes' '--force-delete-nonempty' '--dry-run' '--yes' '-y' '--timeout' '-o' '--output' '-h' '--help'
+        case 'topology export'
+            printf '%s\n' '--backend' '-b' '--include' '--exclude' '--vhost' '--owner' '--file' '-f' '--timeout' '-o' '--output' '-h' '--help'
+        case 'topology plan'
+            printf '%s\n' '--env' '-e' '--backend' '-b' '--prune' '--allow-recreate' '--detailed-exitcode' '--timeout' '-o' '--output' '-h' '--help'
+        case 'topology validate'
+            printf '%s\n' '--env' '-e' '-o' '--output' '-h' '--help'
     end
 end
 
@@ -59,14 +97,40 @@ function __qctl_value_options
             printf '%s\n' '--context' '-C' '--config' '-o' '--output'
         case 'cluster info'
             printf '%s\n' '--backend' '-b' '--timeout' '-o' '--output'
+        case 'consume'
+            printf '%s\n' '--from' '--until' '--group' '-g' '--isolation' '--max' '-n' '--where' '-w' '--format-string' '--prefetch' '--timeout' '-o' '--output'
         case 'context list'
             printf '%s\n' '-o' '--output'
         case 'context set'
             printf '%s\n' '--kafka-bootstrap' '--kafka-property' '--rabbitmq-url' '--management-url' '--rabbitmq-property' '--description'
         case 'context show'
             printf '%s\n' '-o' '--output'
+        case 'lag'
+            printf '%s\n' '--group' '-g' '--queue' '-q' '--backend' '-b' '-o' '--output' '--threshold' '--max-time-lag' '--isolation' '--interval' '--count' '--timeout'
+        case 'offsets delete'
+            printf '%s\n' '--group' '-g' '--topic' '-t' '--backend' '-b' '--timeout' '-o' '--output'
+        case 'offsets history'
+            printf '%s\n' '--group' '-g' '-o' '--output'
+        case 'offsets reset'
+            printf '%s\n' '--group' '-g' '--topic' '-t' '--to-offset' '--shift-by' '--to-datetime' '--by-duration' '--from-file' '--to-group' '--backend' '-b' '--timeout' '-o' '--output'
+        case 'offsets show'
+            printf '%s\n' '--group' '-g' '--topic' '-t' '--backend' '-b' '--timeout' '-o' '--output'
+        case 'offsets undo'
+            printf '%s\n' '--group' '-g' '--timeout' '-o' '--output'
         case 'plugins list'
             printf '%s\n' '-o' '--output'
+        case 'produce'
+            printf '%s\n' '--file' '-f' '--format' '--key-separator' '-K' '--key' '-k' '--header' '-H' '--property' '-P' '--routing-key' '-r' '--count' '-n' '--rate' '--template' '-t' '--seed' '--window' '--timeout' '-o' '--output'
+        case 'topology apply'
+            printf '%s\n' '--env' '-e' '--backend' '-b' '--max-deletes' '--timeout' '-o' '--output'
+        case 'topology destroy'
+            printf '%s\n' '--env' '-e' '--backend' '-b' '--max-deletes' '--timeout' '-o' '--output'
+        case 'topology export'
+            printf '%s\n' '--backend' '-b' '--include' '--exclude' '--vhost' '--owner' '--file' '-f' '--timeout' '-o' '--output'
+        case 'topology plan'
+            printf '%s\n' '--env' '-e' '--backend' '-b' '--timeout' '-o' '--output'
+        case 'topology validate'
+            printf '%s\n' '--env' '-e' '-o' '--output'
     end
 end
 
@@ -80,6 +144,12 @@ function __qctl_choices
             printf '%s\n' 'table' 'json' 'yaml'
         case 'cluster info|--output'
             printf '%s\n' 'table' 'json' 'yaml'
+        case 'consume|--isolation'
+            printf '%s\n' 'read_committed' 'read_uncommitted'
+        case 'consume|-o'
+            printf '%s\n' 'table' 'jsonl' 'json' 'raw'
+        case 'consume|--output'
+            printf '%s\n' 'table' 'jsonl' 'json' 'raw'
         case 'context list|-o'
             printf '%s\n' 'table' 'json' 'yaml'
         case 'context list|--output'
@@ -88,10 +158,78 @@ function __qctl_choices
             printf '%s\n' 'table' 'json' 'yaml'
         case 'context show|--output'
             printf '%s\n' 'table' 'json' 'yaml'
+        case 'lag|-o'
+            printf '%s\n' 'table' 'json' 'yaml' 'prometheus'
+        case 'lag|--output'
+            printf '%s\n' 'table' 'json' 'yaml' 'prometheus'
+        case 'lag|--isolation'
+            printf '%s\n' 'auto' 'read_committed' 'read_uncommitted'
+        case 'offsets delete|-o'
+            printf '%s\n' 'table' 'json' 'yaml'
+        case 'offsets delete|--output'
+            printf '%s\n' 'table' 'json' 'yaml'
+        case 'offsets history|-o'
+            printf '%s\n' 'table' 'json' 'yaml'
+        case 'offsets history|--output'
+            printf '%s\n' 'table' 'json' 'yaml'
+        case 'offsets reset|-o'
+            printf '%s\n' 'table' 'json' 'yaml'
+        case 'offsets reset|--output'
+            printf '%s\n' 'table' 'json' 'yaml'
+        case 'offsets show|-o'
+            printf '%s\n' 'table' 'json' 'yaml'
+        case 'offsets show|--output'
+            printf '%s\n' 'table' 'json' 'yaml'
+        case 'offsets undo|-o'
+            printf '%s\n' 'table' 'json' 'yaml'
+        case 'offsets undo|--output'
+            printf '%s\n' 'table' 'json' 'yaml'
         case 'plugins list|-o'
             printf '%s\n' 'table' 'json' 'yaml'
         case 'plugins list|--output'
             printf '%s\n' 'table' 'json' 'yaml'
+        case 'produce|--format'
+            printf '%s\n' 'raw' 'jsonl'
+        case 'produce|-o'
+            printf '%s\n' 'table' 'json' 'yaml'
+        case 'produce|--output'
+            printf '%s\n' 'table' 'json' 'yaml'
+        case 'topology apply|--backend'
+            printf '%s\n' 'kafka' 'rabbitmq'
+        case 'topology apply|-b'
+            printf '%s\n' 'kafka' 'rabbitmq'
+        case 'topology apply|-o'
+            printf '%s\n' 'table' 'json'
+        case 'topology apply|--output'
+            printf '%s\n' 'table' 'json'
+        case 'topology destroy|--backend'
+            printf '%s\n' 'kafka' 'rabbitmq'
+        case 'topology destroy|-b'
+            printf '%s\n' 'kafka' 'rabbitmq'
+        case 'topology destroy|-o'
+            printf '%s\n' 'table' 'json'
+        case 'topology destroy|--output'
+            printf '%s\n' 'table' 'json'
+        case 'topology export|--backend'
+            printf '%s\n' 'kafka' 'rabbitmq'
+        case 'topology export|-b'
+            printf '%s\n' 'kafka' 'rabbitmq'
+        case 'topology export|-o'
+            printf '%s\n' 'yaml' 'json'
+        case 'topology export|--output'
+            printf '%s\n' 'yaml' 'json'
+        case 'topology plan|--backend'
+            printf '%s\n' 'kafka' 'rabbitmq'
+        case 'topology plan|-b'
+            printf '%s\n' 'kafka' 'rabbitmq'
+        case 'topology plan|-o'
+            printf '%s\n' 'table' 'json'
+        case 'topology plan|--output'
+            printf '%s\n' 'table' 'json'
+        case 'topology validate|-o'
+            printf '%s\n' 'table' 'json'
+        case 'topology validate|--output'
+            printf '%s\n' 'table' 'json'
     end
 end
 
@@ -105,6 +243,22 @@ function __qctl_dynamic_option
             return 0
         case 'cluster info|-b'
             return 0
+        case 'lag|--backend'
+            return 0
+        case 'lag|-b'
+            return 0
+        case 'offsets delete|--backend'
+            return 0
+        case 'offsets delete|-b'
+            return 0
+        case 'offsets reset|--backend'
+            return 0
+        case 'offsets reset|-b'
+            return 0
+        case 'offsets show|--backend'
+            return 0
+        case 'offsets show|-b'
+            return 0
         case '*'
             return 1
     end
@@ -113,6 +267,16 @@ end
 function __qctl_path_option
     switch "$argv[1]"
         case '|--config'
+            return 0
+        case 'offsets reset|--from-file'
+            return 0
+        case 'produce|--file'
+            return 0
+        case 'produce|-f'
+            return 0
+        case 'topology export|--file'
+            return 0
+        case 'topology export|-f'
             return 0
         case '*'
             return 1
@@ -134,6 +298,14 @@ end
 
 function __qctl_path_argument
     switch "$argv[1]"
+        case 'topology apply'
+            return 0
+        case 'topology destroy'
+            return 0
+        case 'topology plan'
+            return 0
+        case 'topology validate'
+            return 0
         case '*'
             return 1
     end

@@ -24,9 +24,10 @@ if TYPE_CHECKING:
 
 BACKENDS_GROUP = "qctl.backends"
 COMMANDS_GROUP = "qctl.commands"
+TEMPLATES_GROUP = "qctl.templates"
 
 #: Entry-point groups and the kind of plugin each holds, as ``plugins list`` shows it.
-GROUPS = {BACKENDS_GROUP: "backend", COMMANDS_GROUP: "command"}
+GROUPS = {BACKENDS_GROUP: "backend", COMMANDS_GROUP: "command", TEMPLATES_GROUP: "template"}
 
 
 class PluginLoadError(QctlError):
@@ -107,6 +108,13 @@ def _validate(group: str, name: str, ep: EntryPoint, obj: Any) -> None:
             raise PluginLoadError(
                 f"backend plugin {name!r} ({ep.value}) calls itself {declared!r}",
                 "the entry-point name and the class's `name` must agree",
+            )
+    elif group == TEMPLATES_GROUP:
+        if not (callable(getattr(obj, "generate", None)) and getattr(obj, "name", None) == name):
+            raise PluginLoadError(
+                f"template plugin {name!r} ({ep.value}) is not a template",
+                "a template needs a `name` equal to its entry-point name, a `description` "
+                "and `generate(rng, start)`",
             )
     elif group == COMMANDS_GROUP:
         import click

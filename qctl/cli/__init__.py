@@ -26,8 +26,13 @@ from qctl.errors import ExitCode, QctlError
 #: Built-in command groups: name -> "module:attribute", imported on first use.
 BUILTIN_COMMANDS: dict[str, str] = {
     "cluster": "qctl.cli.cluster:cluster",
+    "consume": "qctl.cli.consume:consume",
     "context": "qctl.cli.context:context",
+    "lag": "qctl.cli.lag:lag",
+    "offsets": "qctl.cli.offsets:offsets",
     "plugins": "qctl.cli.plugins:plugins",
+    "produce": "qctl.cli.produce:produce",
+    "topology": "qctl.cli.topology:topology",
 }
 
 EXIT_CODES_HELP = """\b

@@ -87,6 +87,9 @@ class MessageTimestamp:
     #: asked for; then ``exact`` is False).
     offset: int | None
     exact: bool
+    #: When nothing was found: the end of the partition the reader reached (a later end
+    #: means messages arrived after the read).
+    end_offset: int | None = None
 
 
 @runtime_checkable
@@ -126,6 +129,15 @@ class SupportsConsumerGroups(Protocol):
         """The first offset whose timestamp is >= the given millis; None: past the end."""
         ...
 
-    def message_timestamps(self, positions: Iterable[Position]) -> dict[Position, MessageTimestamp]:
-        """The timestamp of the message at each position (for lag in time)."""
+    def message_timestamps(
+        self, positions: Iterable[Position], isolation: str = "read_uncommitted"
+    ) -> dict[Position, MessageTimestamp]:
+        """The timestamp of the message at each position (for lag in time).
+
+        ``isolation`` is "read_uncommitted" or "read_committed" (then transaction markers
+        and aborted messages are skipped, as a read_committed consumer would). A position
+        with nothing readable at or after it (the end of the partition) maps to
+        ``MessageTimestamp(None, None, False, end_offset)``; positions that could not be
+        read (out of range, not authorized, not within the timeout) are left out.
+        """
         ...

@@ -39,6 +39,8 @@ _STATES = {
 }
 #: librdkafka's sentinel for "no committed offset".
 OFFSET_INVALID = -1001
+#: Offsets further apart than this are reached by seeking rather than reading through.
+_SEEK_GAP = 500
 
 
 def _state(value: Any) -> str:
@@ -168,12 +170,15 @@ class KafkaConsumerGroups(KafkaCore):
             return {}
         admin = self.admin()
 
-        def query(spec: Any, isolation: Any) -> dict[TopicPartition, int]:
-            futures = admin.list_offsets(
+        def send(spec: Any, isolation: Any) -> dict[Any, Any]:
+            futures: dict[Any, Any] = admin.list_offsets(
                 {KTP(tp.topic, tp.partition): spec for tp in tps},
                 isolation_level=isolation,
                 request_timeout=self.timeout,
             )
+            return futures
+
+        def collect(futures: dict[Any, Any]) -> dict[TopicPartition, int]:
             found: dict[TopicPartition, int] = {}
             for ktp, future in futures.items():
                 try:
@@ -185,9 +190,13 @@ class KafkaConsumerGroups(KafkaCore):
             return found
 
         try:
-            earliest = query(OffsetSpec.earliest(), IsolationLevel.READ_UNCOMMITTED)
-            high = query(OffsetSpec.latest(), IsolationLevel.READ_UNCOMMITTED)
-            stable = query(OffsetSpec.latest(), IsolationLevel.READ_COMMITTED)
+            # All three requests are in flight before any answer is awaited.
+            sent = [
+                send(OffsetSpec.earliest(), IsolationLevel.READ_UNCOMMITTED),
+                send(OffsetSpec.latest(), IsolationLevel.READ_UNCOMMITTED),
+                send(OffsetSpec.latest(), IsolationLevel.READ_COMMITTED),
+            ]
+            earliest, high, stable = (collect(futures) for futures in sent)
         except Exception as exc:
             raise translate(exc, self.bootstrap, "list offsets") from exc
         return {
@@ -223,13 +232,18 @@ class KafkaConsumerGroups(KafkaCore):
             )
         return out
 
-    def message_timestamps(self, positions: Iterable[Position]) -> dict[Position, MessageTimestamp]:
-        """Read one message at each position with a group-less consumer.
+    def message_timestamps(
+        self, positions: Iterable[Position], isolation: str = "read_uncommitted"
+    ) -> dict[Position, MessageTimestamp]:
+        """Read the message at (or first after) each position with a group-less consumer.
 
-        A partition can be assigned at one offset at a time, so positions are read in
-        rounds: each round assigns every pending partition at its next wanted offset.
+        Every partition is assigned once, at its lowest wanted offset, and read forward:
+        the first message at or after a wanted offset answers it. Far-apart offsets of
+        one partition are reached by seeking instead of reading through, and partitions
+        with nothing left to answer are paused, so thousands of positions cost about one
+        fetch round.
         """
-        from confluent_kafka import Consumer
+        from confluent_kafka import Consumer, KafkaError
         from confluent_kafka import TopicPartition as KTP
 
         pending: dict[TopicPartition, list[int]] = defaultdict(list)
@@ -250,36 +264,61 @@ class KafkaConsumerGroups(KafkaCore):
                     "auto.offset.reset": "error",
                     "fetch.wait.max.ms": 50,
                     "max.partition.fetch.bytes": 65536,
-                    "isolation.level": "read_uncommitted",
+                    "isolation.level": isolation,
                 }
             )
         )
         deadline = time.monotonic() + self.timeout
         try:
+            consumer.assign(
+                [KTP(tp.topic, tp.partition, offsets[0]) for tp, offsets in pending.items()]
+            )
             while pending and time.monotonic() < deadline:
-                round_positions = {tp: offsets.pop(0) for tp, offsets in pending.items()}
-                for tp in [tp for tp, offsets in pending.items() if not offsets]:
-                    del pending[tp]
-                consumer.assign(
-                    [KTP(tp.topic, tp.partition, off) for tp, off in round_positions.items()]
-                )
-                waiting = dict(round_positions)
-                while waiting and time.monotonic() < deadline:
-                    for msg in consumer.consume(num_messages=500, timeout=0.2):
-                        tp = TopicPartition(msg.topic(), msg.partition())
-                        if tp not in waiting:
-                            continue
-                        wanted = waiting.pop(tp)
-                        err = msg.error()
-                        if err is not None:
-                            # EOF: nothing at or after the offset; out of range: gone.
-                            out[Position(tp, wanted)] = MessageTimestamp(None, None, False)
-                            continue
+                finished = []
+                for msg in consumer.consume(num_messages=10000, timeout=0.02):
+                    key = (msg.topic(), msg.partition())
+                    wanted = pending.get(key)  # type: ignore[call-overload]
+                    if not wanted:
+                        continue
+                    tp = TopicPartition(*key)
+                    err = msg.error()
+                    if err is not None and err.code() == KafkaError._PARTITION_EOF:
+                        # Nothing readable at or after any offset still wanted here.
+                        end = MessageTimestamp(None, None, False, msg.offset())
+                        for offset in wanted:
+                            out[Position(tp, offset)] = end
+                        wanted.clear()
+                    elif err is not None:
+                        # Out of range (retention just removed it) or not readable (an
+                        # ACL): unknown, so left out of the answer; on to the next offset.
+                        log.debug("timestamp probe %s at %s: %s", tp, wanted[0], err)
+                        wanted.pop(0)
+                        if wanted:
+                            _seek(consumer, KTP(tp.topic, tp.partition, wanted[0]))
+                    else:
+                        offset = msg.offset()
                         _, ts = msg.timestamp()
-                        out[Position(tp, wanted)] = MessageTimestamp(
-                            ts if ts >= 0 else None, msg.offset(), msg.offset() == wanted
-                        )
-                consumer.unassign()
+                        while wanted and wanted[0] <= offset:
+                            asked = wanted.pop(0)
+                            out[Position(tp, asked)] = MessageTimestamp(
+                                ts if ts >= 0 else None, offset, offset == asked
+                            )
+                        if wanted and wanted[0] - offset > _SEEK_GAP:
+                            _seek(consumer, KTP(tp.topic, tp.partition, wanted[0]))
+                    if not wanted:
+                        del pending[tp]
+                        finished.append(KTP(tp.topic, tp.partition))
+                if finished:
+                    # Stop fetching what is answered; messages already fetched are skipped.
+                    consumer.pause(finished)
         finally:
             consumer.close()
         return out
+
+
+def _seek(consumer: Any, ktp: Any) -> None:
+    """Seek, or keep reading forward when librdkafka refuses (slower, still correct)."""
+    try:
+        consumer.seek(ktp)
+    except Exception as exc:
+        log.debug("seek %s/%s to %s failed: %s", ktp.topic, ktp.partition, ktp.offset, exc)

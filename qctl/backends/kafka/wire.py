@@ -9,6 +9,10 @@ broker). Two small requests answer both:
   ApiVersions is allowed before authentication, so this works on SASL listeners too.
 * DescribeQuorum v0 for ``__cluster_metadata``: the active controller and the voters.
   It needs no SASL only on PLAINTEXT/SSL listeners, so it is skipped on SASL ones.
+* FindCoordinator and OffsetDelete: confluent-kafka cannot delete a group's committed
+  offsets (librdkafka can, but the Python binding does not expose it), so
+  ``qctl offsets delete`` sends OffsetDelete to the group coordinator itself. These
+  need authentication on SASL listeners, which this probe does not speak.
 
 Only the fields qctl reads are decoded; everything else is skipped by its length.
 """
@@ -19,10 +23,33 @@ import socket
 import ssl
 import struct
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 API_VERSIONS = 18
 DESCRIBE_QUORUM = 55
+FIND_COORDINATOR = 10
+OFFSET_DELETE = 47
+
+#: Names of the Kafka error codes the requests above can return (Kafka's ``Errors``).
+ERROR_NAMES: dict[int, str] = {
+    -1: "UNKNOWN_SERVER_ERROR",
+    0: "NONE",
+    3: "UNKNOWN_TOPIC_OR_PARTITION",
+    7: "REQUEST_TIMED_OUT",
+    14: "COORDINATOR_LOAD_IN_PROGRESS",
+    15: "COORDINATOR_NOT_AVAILABLE",
+    16: "NOT_COORDINATOR",
+    24: "INVALID_GROUP_ID",
+    29: "TOPIC_AUTHORIZATION_FAILED",
+    30: "GROUP_AUTHORIZATION_FAILED",
+    35: "UNSUPPORTED_VERSION",
+    42: "INVALID_REQUEST",
+    68: "NON_EMPTY_GROUP",
+    69: "GROUP_ID_NOT_FOUND",
+    86: "GROUP_SUBSCRIBED_TO_TOPIC",
+}
 CLIENT_ID = b"qctl"
 
 
@@ -57,9 +84,22 @@ class _Reader:
         self.pos += n
         return chunk
 
+    def int8(self) -> int:
+        value: int = struct.unpack(">b", self.take(1))[0]
+        return value
+
     def int16(self) -> int:
         value: int = struct.unpack(">h", self.take(2))[0]
         return value
+
+    def string(self) -> str | None:
+        """A classic (non-flexible) string: int16 length, -1 for null."""
+        n = self.int16()
+        return None if n < 0 else self.take(n).decode("utf-8", "replace")
+
+    def array_len(self) -> int:
+        """A classic (non-flexible) array length: int32, -1 for null."""
+        return max(self.int32(), 0)
 
     def int32(self) -> int:
         value: int = struct.unpack(">i", self.take(4))[0]
@@ -203,6 +243,123 @@ def _replica_ids(r: _Reader) -> list[int]:
     return ids
 
 
+def error_name(code: int) -> str:
+    return ERROR_NAMES.get(code, f"error code {code}")
+
+
+def _string(text: str) -> bytes:
+    raw = text.encode()
+    return struct.pack(">h", len(raw)) + raw
+
+
+def _request_header_v1(api_key: int, version: int, correlation_id: int) -> bytes:
+    return (
+        struct.pack(">hhi", api_key, version, correlation_id)
+        + struct.pack(">h", len(CLIENT_ID))
+        + CLIENT_ID
+    )
+
+
+@dataclass(frozen=True)
+class Coordinator:
+    """The broker that coordinates a group, or the error that says why there is none."""
+
+    node_id: int
+    host: str
+    port: int
+    error_code: int = 0
+    error_message: str | None = None
+
+
+def encode_find_coordinator_request(correlation_id: int, group_id: str, version: int) -> bytes:
+    """FindCoordinator for a group: v4+ (batched, flexible) or v1-v3 (one key)."""
+    if version >= 4:
+        body = struct.pack(">b", 0) + _uvarint(2) + _compact_string(group_id) + _uvarint(0)
+        return _request_header_v2(FIND_COORDINATOR, version, correlation_id) + body
+    if version == 3:
+        body = _compact_string(group_id) + struct.pack(">b", 0) + _uvarint(0)
+        return _request_header_v2(FIND_COORDINATOR, 3, correlation_id) + body
+    body = _string(group_id) + struct.pack(">b", 0)
+    return _request_header_v1(FIND_COORDINATOR, version, correlation_id) + body
+
+
+def decode_find_coordinator_response(payload: bytes, version: int) -> Coordinator:
+    r = _Reader(payload)
+    r.int32()  # correlation id
+    if version >= 3:
+        r.tagged_fields()  # response header v1
+    r.int32()  # throttle time
+    if version >= 4:
+        found = None
+        for _ in range(r.compact_array_len()):
+            r.compact_string()  # key
+            node_id = r.int32()
+            host = r.compact_string() or ""
+            port = r.int32()
+            error = r.int16()
+            message = r.compact_string()
+            r.tagged_fields()
+            found = found or Coordinator(node_id, host, port, error, message)
+        if found is None:
+            raise WireError("FindCoordinator returned no coordinator")
+        return found
+    error = r.int16()
+    message = (r.compact_string() if version == 3 else r.string()) if version >= 1 else None
+    node_id = r.int32()
+    host = (r.compact_string() if version == 3 else r.string()) or ""
+    port = r.int32()
+    return Coordinator(node_id, host, port, error, message)
+
+
+@dataclass
+class OffsetDeleteResult:
+    """Top-level error of an OffsetDelete response, and the error of each partition."""
+
+    error_code: int
+    partitions: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+def encode_offset_delete_request(
+    correlation_id: int, group_id: str, partitions: dict[str, list[int]]
+) -> bytes:
+    """OffsetDelete v0 (the only version): group, then topics with partition indexes."""
+    body = _string(group_id) + struct.pack(">i", len(partitions))
+    for topic, indexes in partitions.items():
+        body += _string(topic) + struct.pack(">i", len(indexes))
+        body += b"".join(struct.pack(">i", p) for p in indexes)
+    return _request_header_v1(OFFSET_DELETE, 0, correlation_id) + body
+
+
+def decode_offset_delete_response(payload: bytes) -> OffsetDeleteResult:
+    r = _Reader(payload)
+    r.int32()  # correlation id (response header v0)
+    result = OffsetDeleteResult(error_code=r.int16())
+    r.int32()  # throttle time
+    for _ in range(r.array_len()):
+        topic = r.string() or ""
+        for _ in range(r.array_len()):
+            partition = r.int32()
+            result.partitions[(topic, partition)] = r.int16()
+    return result
+
+
+def ssl_context_from_settings(settings: Mapping[str, Any]) -> ssl.SSLContext:
+    """An SSL context from librdkafka's ``ssl.*`` properties, for the probe's sockets."""
+    ctx = ssl.create_default_context(cafile=settings.get("ssl.ca.location"))
+    cert = settings.get("ssl.certificate.location")
+    if cert:
+        ctx.load_cert_chain(
+            cert, settings.get("ssl.key.location"), settings.get("ssl.key.password")
+        )
+    algorithm = str(settings.get("ssl.endpoint.identification.algorithm", "https"))
+    if algorithm.lower() == "none":
+        ctx.check_hostname = False
+    if str(settings.get("enable.ssl.certificate.verification", "true")).lower() in ("false", "0"):
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 class Probe:
     """One connection to one broker, for a couple of requests, bounded by ``timeout``."""
 
@@ -256,4 +413,17 @@ class Probe:
         self.correlation += 1
         return decode_describe_quorum_response(
             self.request(encode_describe_quorum_request(self.correlation))
+        )
+
+    def find_coordinator(self, group_id: str, version: int) -> Coordinator:
+        self.correlation += 1
+        return decode_find_coordinator_response(
+            self.request(encode_find_coordinator_request(self.correlation, group_id, version)),
+            version,
+        )
+
+    def offset_delete(self, group_id: str, partitions: dict[str, list[int]]) -> OffsetDeleteResult:
+        self.correlation += 1
+        return decode_offset_delete_response(
+            self.request(encode_offset_delete_request(self.correlation, group_id, partitions))
         )

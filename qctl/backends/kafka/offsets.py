@@ -1,0 +1,241 @@
+"""Writing and deleting a Kafka consumer group's committed offsets.
+
+Writing goes through AdminClient.alter_consumer_group_offsets (OffsetCommit outside any
+generation), whose result carries an error per partition. Deleting has no binding in
+confluent-kafka, so it speaks OffsetDelete to the group coordinator directly (see
+``wire.py``); on SASL listeners that would need a SASL handshake the probe does not
+implement, so it refuses with a clear error there.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from qctl.backends.capabilities.groups import TopicPartition
+from qctl.backends.capabilities.offsets import PartitionError
+from qctl.backends.kafka.core import KafkaCore
+from qctl.errors import (
+    AuthenticationError,
+    OperationTimeout,
+    QctlError,
+    UnreachableError,
+    UsageError,
+)
+
+if TYPE_CHECKING:
+    import ssl
+
+    from qctl.backends.kafka.wire import Coordinator
+
+#: Error codes after which asking the (new) coordinator again can succeed.
+_RETRIABLE = {14, 15, 16}  # COORDINATOR_LOAD_IN_PROGRESS, _NOT_AVAILABLE, NOT_COORDINATOR
+
+#: Per-partition errors, by the name librdkafka or the broker gives them, in plain words.
+_EXPLAIN = {
+    "UNKNOWN_TOPIC_OR_PART": "the topic or partition does not exist (deleted?)",
+    "UNKNOWN_TOPIC_OR_PARTITION": "the topic or partition does not exist (deleted?)",
+    "UNKNOWN_MEMBER_ID": "the group has active members now; stop them and retry",
+    "ILLEGAL_GENERATION": "the group has active members now; stop them and retry",
+    "REBALANCE_IN_PROGRESS": "the group is rebalancing; stop its consumers and retry",
+    "STALE_MEMBER_EPOCH": "the group has active members now; stop them and retry",
+    "TOPIC_AUTHORIZATION_FAILED": "not authorized for this topic (check the ACLs)",
+    "GROUP_AUTHORIZATION_FAILED": "not authorized for this group (check the ACLs)",
+    "GROUP_SUBSCRIBED_TO_TOPIC": (
+        "the group's active members subscribe to this topic; stop them first"
+    ),
+    "OFFSET_METADATA_TOO_LARGE": "the offset metadata is too large",
+    "INVALID_COMMIT_OFFSET_SIZE": "the commit is too large for the broker",
+}
+
+
+def explain(code: str, fallback: str) -> str:
+    return _EXPLAIN.get(code, fallback)
+
+
+class KafkaOffsetAdmin(KafkaCore):
+    """``SupportsOffsetAdmin`` for Kafka."""
+
+    def alter_offsets(
+        self, group_id: str, offsets: Mapping[TopicPartition, int]
+    ) -> list[PartitionError]:
+        from confluent_kafka import ConsumerGroupTopicPartitions
+        from confluent_kafka import TopicPartition as KTP
+
+        if not offsets:
+            return []
+        admin = self.admin()
+        request = ConsumerGroupTopicPartitions(
+            group_id, [KTP(tp.topic, tp.partition, off) for tp, off in sorted(offsets.items())]
+        )
+        future = admin.alter_consumer_group_offsets([request], request_timeout=self.timeout)[
+            group_id
+        ]
+        result = self._result(future, f"write the offsets of group {group_id!r}")
+        errors = []
+        answered = set()
+        for ktp in result.topic_partitions or []:
+            tp = TopicPartition(ktp.topic, ktp.partition)
+            answered.add(tp)
+            if ktp.error is not None:
+                name = ktp.error.name()
+                errors.append(PartitionError(tp, name, explain(name, ktp.error.str())))
+        for tp in sorted(set(offsets) - answered):
+            errors.append(PartitionError(tp, "NO_ANSWER", "the broker did not answer for it"))
+        return errors
+
+    def delete_offsets(
+        self, group_id: str, partitions: Iterable[TopicPartition]
+    ) -> list[PartitionError]:
+        from qctl.backends.kafka.wire import Probe, WireError, error_name
+
+        wanted = sorted(set(partitions))
+        if not wanted:
+            return []
+        protocol = str(self.settings.get("security.protocol", "PLAINTEXT")).upper()
+        if protocol.startswith("SASL"):
+            raise QctlError(
+                f"deleting committed offsets is not supported on SASL listeners yet "
+                f"(kafka at {self.bootstrap} uses {protocol})",
+                "use a PLAINTEXT or SSL listener in this context, or Kafka's "
+                "kafka-consumer-groups --delete-offsets",
+            )
+        ssl_context = self._probe_ssl_context(protocol)
+        by_topic: dict[str, list[int]] = defaultdict(list)
+        for tp in wanted:
+            by_topic[tp.topic].append(tp.partition)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            coordinator = self._find_coordinator(group_id, ssl_context, deadline)
+            try:
+                with Probe(
+                    coordinator.host, coordinator.port, self._left(deadline), ssl_context
+                ) as probe:
+                    result = probe.offset_delete(group_id, dict(by_topic))
+            except WireError as exc:
+                raise UnreachableError(
+                    f"cannot delete offsets at the coordinator of group {group_id!r} "
+                    f"({coordinator.host}:{coordinator.port}): {exc}",
+                    "check that the brokers are reachable, or raise --timeout",
+                ) from exc
+            if result.error_code in _RETRIABLE and time.monotonic() < deadline - 0.3:
+                time.sleep(0.2)
+                continue
+            break
+        self._raise_group_error(group_id, result.error_code)
+        errors = []
+        for tp in wanted:
+            code = result.partitions.get((tp.topic, tp.partition))
+            if code is None:
+                errors.append(PartitionError(tp, "NO_ANSWER", "the broker did not answer for it"))
+            elif code != 0:
+                name = error_name(code)
+                errors.append(PartitionError(tp, name, explain(name, name)))
+        return errors
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _raise_group_error(self, group_id: str, code: int) -> None:
+        from qctl.backends.kafka.wire import error_name
+
+        # These three are reported per partition as well (Kafka's own tool does the same).
+        if code in (0, 3, 29, 86):
+            return
+        name = error_name(code)
+        if code == 69:
+            raise UsageError(
+                f"consumer group {group_id!r} does not exist on kafka at {self.bootstrap}",
+                "check the group id (case matters)",
+            )
+        if code == 30:
+            raise AuthenticationError(
+                f"kafka at {self.bootstrap} refused access to group {group_id!r} ({name})",
+                "check the ACLs of the user",
+            )
+        if code == 68:
+            raise QctlError(
+                f"group {group_id!r} has active members ({name})",
+                "stop its consumers and retry",
+            )
+        if code in _RETRIABLE:
+            raise OperationTimeout(
+                f"the coordinator of group {group_id!r} was not available within "
+                f"{self.timeout:g}s ({name})",
+                "raise --timeout or check the cluster's health",
+            )
+        raise QctlError(f"kafka refused to delete offsets of group {group_id!r}: {name}")
+
+    def _find_coordinator(
+        self, group_id: str, ssl_context: ssl.SSLContext | None, deadline: float
+    ) -> Coordinator:
+        from qctl.backends.kafka.wire import FIND_COORDINATOR, Probe, WireError, error_name
+
+        last = "no bootstrap server answered"
+        while True:
+            for host, port in _bootstrap_addresses(self.bootstrap):
+                try:
+                    with Probe(host, port, self._left(deadline), ssl_context) as probe:
+                        low, high = probe.api_versions().api_keys.get(FIND_COORDINATOR, (0, 0))
+                        version = min(high, 4)
+                        if version < 1:
+                            raise QctlError(
+                                f"kafka at {self.bootstrap} is too old to delete offsets",
+                                "use Kafka 2.4 or newer",
+                            )
+                        found = probe.find_coordinator(group_id, max(version, low))
+                except WireError as exc:
+                    last = f"{host}:{port}: {exc}"
+                    continue
+                if found.error_code == 0:
+                    return found
+                last = f"{error_name(found.error_code)} {found.error_message or ''}".strip()
+                if found.error_code not in _RETRIABLE:
+                    if found.error_code == 30:
+                        raise AuthenticationError(
+                            f"kafka at {self.bootstrap} refused access to group {group_id!r}",
+                            "check the ACLs of the user",
+                        )
+                    raise QctlError(f"cannot find the coordinator of group {group_id!r}: {last}")
+            if time.monotonic() >= deadline - 0.3:
+                raise UnreachableError(
+                    f"cannot find the coordinator of group {group_id!r} at {self.bootstrap}: "
+                    f"{last}",
+                    "check bootstrap_servers and that the cluster is running",
+                )
+            time.sleep(0.2)
+
+    def _probe_ssl_context(self, protocol: str) -> ssl.SSLContext | None:
+        from qctl.backends.kafka.wire import ssl_context_from_settings
+
+        if protocol not in ("SSL", "SASL_SSL"):
+            return None
+        return ssl_context_from_settings(self.settings)
+
+    def _left(self, deadline: float) -> float:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise OperationTimeout(
+                f"kafka at {self.bootstrap} did not finish deleting offsets within "
+                f"{self.timeout:g}s",
+                "raise --timeout or check the cluster's health",
+            )
+        return left
+
+
+def _bootstrap_addresses(bootstrap: str) -> list[tuple[str, int]]:
+    """``host:port,host2:port`` (optionally ``PROTO://host:port``, ``[::1]:9092``)."""
+    out = []
+    for raw in bootstrap.split(","):
+        entry = raw.strip()
+        if "://" in entry:
+            entry = entry.split("://", 1)[1]
+        host, sep, port = entry.rpartition(":")
+        if not sep:
+            host, port = entry, "9092"
+        host = host.strip("[]")
+        try:
+            out.append((host, int(port)))
+        except ValueError:
+            continue
+    return out

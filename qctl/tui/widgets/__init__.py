@@ -1,0 +1,1 @@
+"""The live view's widgets and screens, one module each."""

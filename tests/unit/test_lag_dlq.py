@@ -1,0 +1,90 @@
+"""Which RabbitMQ queues are dead-letter queues, and queue rows from the management API."""
+
+from __future__ import annotations
+
+from qctl.backends.rabbitmq.queues import (
+    classify_dead_letter_queues,
+    dead_letter_target,
+    queue_from_listing,
+)
+
+
+def q(name: str, args: dict[str, object] | None = None, policy: object = None) -> dict[str, object]:
+    return {"name": name, "arguments": args or {}, "effective_policy_definition": policy or {}}
+
+
+def b(source: str, dest: str, kind: str = "queue") -> dict[str, str]:
+    return {"source": source, "destination": dest, "destination_type": kind}
+
+
+def test_queue_argument_dead_lettering_into_a_bound_exchange() -> None:
+    queues = [q("orders", {"x-dead-letter-exchange": "dlx"}), q("orders-failed"), q("other")]
+    reasons = classify_dead_letter_queues(queues, [b("dlx", "orders-failed"), b("", "other")])
+    assert reasons == {"orders-failed": "bound to dead-letter exchange 'dlx' of queue 'orders'"}
+
+
+def test_policy_dead_lettering_and_exchange_to_exchange_bindings() -> None:
+    queues = [q("payments", policy={"dead-letter-exchange": "dead"}), q("parking")]
+    bindings = [b("dead", "dead-fanout", "exchange"), b("dead-fanout", "parking")]
+    assert set(classify_dead_letter_queues(queues, bindings)) == {"parking"}
+
+
+def test_default_exchange_with_a_routing_key() -> None:
+    queues = [
+        q("a", {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "a-errors"}),
+        q("a-errors"),
+    ]
+    assert classify_dead_letter_queues(queues, []) == {
+        "a-errors": "queue 'a' dead-letters to it by routing key"
+    }
+
+
+def test_argument_wins_over_policy() -> None:
+    target = dead_letter_target(
+        q("x", {"x-dead-letter-exchange": "arg-dlx"}, {"dead-letter-exchange": "policy-dlx"})
+    )
+    assert target is not None and target.exchange == "arg-dlx"
+    assert dead_letter_target(q("y", policy=[])) is None  # an empty policy rendered as []
+
+
+def test_name_patterns_case_insensitive_and_extra_ones() -> None:
+    names = ["a.dlq", "b-dlq", "c.DLT", "d.dead", "e.dlqx", "f_parking"]
+    reasons = classify_dead_letter_queues(
+        [q(n) for n in names], [], ["*.dlq", "*-dlq", "*.dlt", "*.dead", "*_parking"]
+    )
+    assert set(reasons) == {"a.dlq", "b-dlq", "c.DLT", "d.dead", "f_parking"}
+
+
+def test_a_queue_dead_lettering_to_itself_is_not_its_own_dlq() -> None:
+    queues = [q("loop", {"x-dead-letter-exchange": "ex"})]
+    assert classify_dead_letter_queues(queues, [b("ex", "loop")]) == {}
+
+
+def test_queue_from_listing_with_and_without_statistics() -> None:
+    item = {
+        "name": "jobs",
+        "vhost": "/",
+        "type": "quorum",
+        "state": "running",
+        "messages_ready": 5,
+        "messages_unacknowledged": 2,
+        "consumers": 1,
+        "consumer_utilisation": 0.5,
+        "head_message_timestamp": 1700000000,
+        "arguments": {"x-dead-letter-exchange": "dlx"},
+        "message_stats": {
+            "publish_details": {"rate": 3.0},
+            "deliver_get_details": {"rate": 2.0},
+            "ack_details": {"rate": 1.5},
+        },
+        "messages_details": {"rate": 0.5},
+    }
+    stats = queue_from_listing(item, None)
+    assert stats.depth == 7 and stats.consumers == 1
+    assert stats.rates.publish == 3.0 and stats.rates.ack == 1.5 and stats.rates.redeliver is None
+    assert stats.rates.depth_change == 0.5
+    assert stats.head_message_timestamp == 1700000000.0
+    assert stats.dead_letter_exchange == "dlx" and not stats.dead_letter
+    bare = queue_from_listing({"name": "new", "consumer_utilisation": ""}, "name matches '*.dlq'")
+    assert bare.rates.publish is None and bare.consumer_utilisation is None
+    assert bare.dead_letter and bare.dead_letter_reason == "name matches '*.dlq'"
