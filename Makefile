@@ -7,11 +7,12 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test install fmt lint typecheck docs docs-check brokers-up brokers-down clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml plugins/qctl-orders/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "qctl needs Python >= 3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e plugins/qctl-orders
 	@touch $@
 
 install: $(BIN)/.installed
@@ -22,18 +23,18 @@ brokers-up:
 brokers-down:
 	dev/brokers down
 
+# The order pipeline on local brokers: topology, both backends, lag, DLQs (dev/demo).
 demo: install brokers-up
-	$(BIN)/qctl cluster info
-	@echo
-	@echo "Next: source $(BIN)/activate, then try 'qctl cluster info -o json', 'qctl plugins list'"
-	@echo "      or 'qctl context list'. Stop the brokers with 'dev/brokers down'."
+	QCTL_BIN=$(abspath $(BIN)) dev/demo
+
+LINTED := qctl tests benchmarks plugins/qctl-orders
 
 lint: install
-	$(BIN)/ruff check qctl tests
-	$(BIN)/ruff format --check qctl tests
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 typecheck: install
-	$(BIN)/mypy qctl
+	$(BIN)/mypy qctl plugins/qctl-orders/qctl_orders
 
 docs: install
 	QCTL_PYTHON=$(BIN)/python dev/gen-docs
@@ -52,5 +53,5 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
 fmt: install
-	$(BIN)/ruff format qctl tests
-	$(BIN)/ruff check --fix qctl tests
+	$(BIN)/ruff format $(LINTED)
+	$(BIN)/ruff check --fix $(LINTED)

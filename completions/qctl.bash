@@ -2,9 +2,10 @@
 
 __qctl_subcommands() {
     case "$1" in
-        '') echo 'cluster consume context lag offsets plugins produce topology' ;;
+        '') echo 'cluster consume context dlq lag offsets plugins produce replay topology' ;;
         'cluster') echo 'info' ;;
         'context') echo 'delete list set show use' ;;
+        'dlq') echo 'drain inspect jobs list peek purge redrive' ;;
         'offsets') echo 'delete history reset show undo' ;;
         'plugins') echo 'list' ;;
         'topology') echo 'apply destroy export plan validate' ;;
@@ -13,9 +14,10 @@ __qctl_subcommands() {
 
 __qctl_described() {
     case "$1" in
-        '') printf '%s\n' 'cluster:Reachability, versions, nodes and object counts of the co...' 'consume:Read messages from SOURCE: kafka:TOPIC[/PARTITION] or rab...' 'context:List, show, switch and edit contexts (cluster profiles).' 'lag:Consumer lag of Kafka groups and RabbitMQ queues, with st...' 'offsets:Review, reset, verify and undo consumer-group offsets.' 'plugins:Installed backends and command plugins.' 'produce:Send messages to TARGET: kafka:TOPIC[/PARTITION], rabbitm...' 'topology:Topology as code: Kafka topics and RabbitMQ exchanges, qu...' ;;
+        '') printf '%s\n' 'cluster:Reachability, versions, nodes and object counts of the co...' 'consume:Read messages from SOURCE: kafka:TOPIC[/PARTITION] or rab...' 'context:List, show, switch and edit contexts (cluster profiles).' 'dlq:Dead-letter queues: what is in them, why, and moving them...' 'lag:Consumer lag of Kafka groups and RabbitMQ queues, with st...' 'offsets:Review, reset, verify and undo consumer-group offsets.' 'plugins:Installed backends and command plugins.' 'produce:Send messages to TARGET: kafka:TOPIC[/PARTITION], rabbitm...' 'replay:Re-publish the messages of SOURCE (a Kafka topic or parti...' 'topology:Topology as code: Kafka topics and RabbitMQ exchanges, qu...' ;;
         'cluster') printf '%s\n' 'info:Show each backend of the context: reachable or not, versi...' ;;
         'context') printf '%s\n' 'delete:Remove context NAME from the config file.' 'list:List contexts; the current one is marked with *.' 'set:Create or update context NAME.' 'show:Show a context (default: the current one) as qctl will us...' 'use:Make NAME the current context (written to the config file).' ;;
+        'dlq') printf '%s\n' 'drain:Move messages of DLQ into an archive file (qctl'\''s JSONL f...' 'inspect:What is in DLQ and why: counts by origin, failure and age...' 'jobs:List DLQ jobs with their state and counts, or show one JO...' 'list:The context'\''s DLQs with message counts, oldest/newest age...' 'peek:Show messages of DLQ with their decoded provenance; nothi...' 'purge:Delete the (selected) messages of DLQ; --archive F.jsonl...' 'redrive:Send the messages of DLQ back to where they came from (or...' ;;
         'offsets') printf '%s\n' 'delete:Delete a group'\''s committed offsets for topics (plan; --ex...' 'history:List the group'\''s undo snapshots, newest first.' 'reset:Move a group'\''s committed offsets (plan; --execute applies).' 'show:Where a group is: committed offsets, log ends, lag, members.' 'undo:Restore the offsets saved before a change (plan; --execut...' ;;
         'plugins') printf '%s\n' 'list:List plugins: name, kind, version, and load error if any.' ;;
         'topology') printf '%s\n' 'apply:Make the cluster match FILE, then re-read it and verify.' 'destroy:Delete what FILE declares, with the same safety rules as...' 'export:Write the live cluster as a topology file (defaults and i...' 'plan:Show what `apply FILE` would change: create, update, unsu...' 'validate:Check FILE without a cluster: schema, types, references,...' ;;
@@ -34,6 +36,14 @@ __qctl_options() {
         'context set') echo '--kafka-bootstrap --kafka-property --rabbitmq-url --management-url --rabbitmq-property --protected --unprotected --description --use -h --help' ;;
         'context show') echo '-o --output -h --help' ;;
         'context use') echo '-h --help' ;;
+        'dlq') echo '-h --help' ;;
+        'dlq drain') echo '--to-file --append --where -w --older-than --limit -n --window --resume --timeout --yes -y -o --output -h --help' ;;
+        'dlq inspect') echo '--where -w --max --timeout -o --output -h --help' ;;
+        'dlq jobs') echo '--all --failures -o --output -h --help' ;;
+        'dlq list') echo '--backend -b --timeout -o --output -h --help' ;;
+        'dlq peek') echo '--max -n --where -w --timeout -o --output -h --help' ;;
+        'dlq purge') echo '--older-than --where -w --archive --delete-records --window --resume --timeout --yes -y -o --output -h --help' ;;
+        'dlq redrive') echo '--to --routing-key -r --from-file --where -w --limit -n --rate --max-redrives --keep-partition --to-origin-queue --strip-death-headers --dry-run --window --resume --timeout --yes -y -o --output -h --help' ;;
         'lag') echo '--group -g --queue -q --all --backend -b -o --output --threshold --max-time-lag --isolation --watch -w --interval --count --timeout -h --help' ;;
         'offsets') echo '-h --help' ;;
         'offsets delete') echo '--group -g --topic -t --execute --yes -y --backend -b --timeout -o --output -h --help' ;;
@@ -44,6 +54,7 @@ __qctl_options() {
         'plugins') echo '-h --help' ;;
         'plugins list') echo '-o --output -h --help' ;;
         'produce') echo '--file -f --format --key-separator -K --key -k --header -H --property -P --routing-key -r --mandatory --no-mandatory --count -n --rate --template -t --seed --list-templates --dry-run --window --new-timestamps --timeout --yes -y -o --output -h --help' ;;
+        'replay') echo '--to --from --until --where -w --limit -n --rate --routing-key -r --keep-partition --dry-run --resume --list-jobs --window --timeout --yes -y -o --output -h --help' ;;
         'topology') echo '-h --help' ;;
         'topology apply') echo '--env -e --backend -b --prune --max-deletes --force-delete-nonempty --allow-recreate --dry-run --yes -y --timeout -o --output -h --help' ;;
         'topology destroy') echo '--env -e --backend -b --max-deletes --force-delete-nonempty --dry-run --yes -y --timeout -o --output -h --help' ;;
@@ -61,6 +72,13 @@ __qctl_value_options() {
         'context list') echo '-o --output' ;;
         'context set') echo '--kafka-bootstrap --kafka-property --rabbitmq-url --management-url --rabbitmq-property --description' ;;
         'context show') echo '-o --output' ;;
+        'dlq drain') echo '--to-file --where -w --older-than --limit -n --window --resume --timeout -o --output' ;;
+        'dlq inspect') echo '--where -w --max --timeout -o --output' ;;
+        'dlq jobs') echo '--failures -o --output' ;;
+        'dlq list') echo '--backend -b --timeout -o --output' ;;
+        'dlq peek') echo '--max -n --where -w --timeout -o --output' ;;
+        'dlq purge') echo '--older-than --where -w --archive --window --resume --timeout -o --output' ;;
+        'dlq redrive') echo '--to --routing-key -r --from-file --where -w --limit -n --rate --max-redrives --window --resume --timeout -o --output' ;;
         'lag') echo '--group -g --queue -q --backend -b -o --output --threshold --max-time-lag --isolation --interval --count --timeout' ;;
         'offsets delete') echo '--group -g --topic -t --backend -b --timeout -o --output' ;;
         'offsets history') echo '--group -g -o --output' ;;
@@ -69,6 +87,7 @@ __qctl_value_options() {
         'offsets undo') echo '--group -g --timeout -o --output' ;;
         'plugins list') echo '-o --output' ;;
         'produce') echo '--file -f --format --key-separator -K --key -k --header -H --property -P --routing-key -r --count -n --rate --template -t --seed --window --timeout -o --output' ;;
+        'replay') echo '--to --from --until --where -w --limit -n --rate --routing-key -r --resume --window --timeout -o --output' ;;
         'topology apply') echo '--env -e --backend -b --max-deletes --timeout -o --output' ;;
         'topology destroy') echo '--env -e --backend -b --max-deletes --timeout -o --output' ;;
         'topology export') echo '--backend -b --include --exclude --vhost --owner --file -f --timeout -o --output' ;;
@@ -90,6 +109,20 @@ __qctl_choices() {
         'context list|--output') echo 'table json yaml' ;;
         'context show|-o') echo 'table json yaml' ;;
         'context show|--output') echo 'table json yaml' ;;
+        'dlq drain|-o') echo 'table json yaml' ;;
+        'dlq drain|--output') echo 'table json yaml' ;;
+        'dlq inspect|-o') echo 'table json yaml' ;;
+        'dlq inspect|--output') echo 'table json yaml' ;;
+        'dlq jobs|-o') echo 'table json yaml' ;;
+        'dlq jobs|--output') echo 'table json yaml' ;;
+        'dlq list|-o') echo 'table json yaml' ;;
+        'dlq list|--output') echo 'table json yaml' ;;
+        'dlq peek|-o') echo 'table jsonl json yaml' ;;
+        'dlq peek|--output') echo 'table jsonl json yaml' ;;
+        'dlq purge|-o') echo 'table json yaml' ;;
+        'dlq purge|--output') echo 'table json yaml' ;;
+        'dlq redrive|-o') echo 'table json yaml' ;;
+        'dlq redrive|--output') echo 'table json yaml' ;;
         'lag|-o') echo 'table json yaml prometheus' ;;
         'lag|--output') echo 'table json yaml prometheus' ;;
         'lag|--isolation') echo 'auto read_committed read_uncommitted' ;;
@@ -108,6 +141,8 @@ __qctl_choices() {
         'produce|--format') echo 'raw jsonl' ;;
         'produce|-o') echo 'table json yaml' ;;
         'produce|--output') echo 'table json yaml' ;;
+        'replay|-o') echo 'table json yaml' ;;
+        'replay|--output') echo 'table json yaml' ;;
         'topology apply|--backend') echo 'kafka rabbitmq' ;;
         'topology apply|-b') echo 'kafka rabbitmq' ;;
         'topology apply|-o') echo 'table json' ;;
@@ -135,6 +170,8 @@ __qctl_dynamic_option() {
         '|-C') return 0 ;;
         'cluster info|--backend') return 0 ;;
         'cluster info|-b') return 0 ;;
+        'dlq list|--backend') return 0 ;;
+        'dlq list|-b') return 0 ;;
         'lag|--backend') return 0 ;;
         'lag|-b') return 0 ;;
         'offsets delete|--backend') return 0 ;;
@@ -150,6 +187,9 @@ __qctl_dynamic_option() {
 __qctl_path_option() {
     case "$1" in
         '|--config') return 0 ;;
+        'dlq drain|--to-file') return 0 ;;
+        'dlq purge|--archive') return 0 ;;
+        'dlq redrive|--from-file') return 0 ;;
         'offsets reset|--from-file') return 0 ;;
         'produce|--file') return 0 ;;
         'produce|-f') return 0 ;;

@@ -28,10 +28,12 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "cluster": "qctl.cli.cluster:cluster",
     "consume": "qctl.cli.consume:consume",
     "context": "qctl.cli.context:context",
+    "dlq": "qctl.cli.dlq:dlq",
     "lag": "qctl.cli.lag:lag",
     "offsets": "qctl.cli.offsets:offsets",
     "plugins": "qctl.cli.plugins:plugins",
     "produce": "qctl.cli.produce:produce",
+    "replay": "qctl.cli.replay:replay",
     "topology": "qctl.cli.topology:topology",
 }
 

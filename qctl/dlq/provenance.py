@@ -244,7 +244,11 @@ def from_kafka_headers(headers: Sequence[tuple[str, Any]] | None) -> Provenance:
         h, None, _SPRING_PREFIX + "exception-fqcn", _SPRING_PREFIX + "exception-message"
     )
     return Provenance(
-        convention=UNKNOWN, failure=failure, redrive_count=redrives, redrive_id=redrive_id
+        convention=UNKNOWN,
+        failure=failure,
+        redrive_count=redrives,
+        redrive_id=redrive_id,
+        failed_at=_int(h.get(H_FAILED_AT), binary_first=False),
     )
 
 
@@ -337,6 +341,7 @@ def from_amqp_headers(headers: Mapping[str, Any] | None) -> Provenance:
             redrive_count=redrives,
             redrive_id=redrive_id,
             failure=_failure(h, H_FAILURE_REASON, H_ERROR_CLASS, H_ERROR_MESSAGE),
+            failed_at=_int(h.get(H_FAILED_AT), binary_first=False),
         )
     first = _first_death(deaths, first_queue, first_reason)
     exchange = first_exchange if first_exchange is not None else (first.exchange if first else None)
@@ -405,3 +410,46 @@ def qctl_failure_headers(
         put(H_ERROR_MESSAGE, failure.message)
     put(H_FAILED_AT, failed_at)
     return out
+
+
+# -- messages ---------------------------------------------------------------------------------
+def provenance_of(headers: Sequence[tuple[str, Any]] | None, backend: str | None) -> Provenance:
+    """Provenance of a message's headers, read the way its broker writes them."""
+    if backend == "rabbitmq":
+        table: dict[str, Any] = {}
+        for item in headers or []:
+            try:
+                name, value = item
+            except (TypeError, ValueError):
+                continue
+            if isinstance(name, str):
+                table[name] = value
+        return from_amqp_headers(table)
+    return from_kafka_headers(headers)
+
+
+def loop_guard_of(headers: Sequence[tuple[str, Any]] | None) -> Provenance:
+    """Only the loop guard's counters (``qctl-redrive-*``): all a redrive with a fixed
+    target needs, at a fraction of the cost of decoding x-death."""
+    found: dict[str, Any] = {}
+    for item in headers or []:
+        try:
+            name, value = item
+        except (TypeError, ValueError):
+            continue
+        if name in (H_REDRIVE_COUNT, H_REDRIVE_ID):
+            found[name] = value
+    redrives, redrive_id = _common(found)
+    return Provenance(convention=UNKNOWN, redrive_count=redrives, redrive_id=redrive_id)
+
+
+def origin_headers(provenance: Provenance) -> list[tuple[str, str]]:
+    """qctl's ``qctl-original-*`` headers for a message's provenance (text values), so it
+    survives when the broker's own headers are stripped or replaced."""
+    if provenance.origin is None:
+        return []
+    failed_at = provenance.failed_at
+    return [
+        (name, value.decode("utf-8"))
+        for name, value in qctl_failure_headers(provenance.origin, provenance.failure, failed_at)
+    ]

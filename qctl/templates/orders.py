@@ -285,6 +285,32 @@ def out_of_stock(rng: random.Random, order: Order, at: dt.datetime) -> Message:
     )
 
 
+def payment_refunded(
+    rng: random.Random,
+    order: Order,
+    at: dt.datetime,
+    payment_id: str | None = None,
+    reason: str = "out_of_stock",
+) -> Message:
+    """The compensation of a captured payment (e.g. after ``OutOfStock``): the whole
+    amount goes back to the customer."""
+    return _event(
+        rng,
+        order,
+        "PaymentRefunded",
+        at,
+        {
+            "status": "REFUNDED",
+            "refund_id": _code(rng, "rfd_"),
+            "payment_id": payment_id,
+            "amount": order.total,
+            "currency": order.currency,
+            "reason": reason,
+            "refunded_at": _iso(at),
+        },
+    )
+
+
 def notification(
     rng: random.Random, order: Order, at: dt.datetime, template: str | None = None
 ) -> Message:

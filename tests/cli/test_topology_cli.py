@@ -37,7 +37,7 @@ def run_main(*args: str) -> tuple[int, str, str]:
 def test_validate_the_example() -> None:
     code, out, err = run_main("topology", "validate", str(EXAMPLE))
     assert code == 0, err
-    assert "valid (8 topics, 6 exchanges, 12 queues, 16 bindings, 1 policies" in out
+    assert "valid (9 topics, 6 exchanges, 12 queues, 16 bindings, 1 policies" in out
     code, out, _ = run_main("topology", "validate", str(EXAMPLE), "--env", "dev", "-o", "json")
     assert code == 0
     data = json.loads(out)

@@ -56,7 +56,7 @@ def test_example_round_trip(tmp_path: Path, prefix: str) -> None:
     assert code == 0, stderr
     assert report["verified"] and report["applied"]
     assert all(r["ok"] for r in report["results"])
-    assert len(report["results"]) == 8 + 6 + 12 + 16 + 1
+    assert len(report["results"]) == 9 + 6 + 12 + 16 + 1
 
     # The brokers' own tools agree with what the file declares.
     described = describe_topics(prefix)

@@ -88,3 +88,73 @@ def test_queue_from_listing_with_and_without_statistics() -> None:
     bare = queue_from_listing({"name": "new", "consumer_utilisation": ""}, "name matches '*.dlq'")
     assert bare.rates.publish is None and bare.consumer_utilisation is None
     assert bare.dead_letter and bare.dead_letter_reason == "name matches '*.dlq'"
+
+
+def kb(source: str, dest: str, key: str) -> dict[str, str]:
+    return {"source": source, "destination": dest, "destination_type": "queue", "routing_key": key}
+
+
+def test_retry_loops_are_not_dead_letter_queues_and_keys_are_matched() -> None:
+    """The order pipeline's shape: work queues retry through TTL queues that dead-letter
+    back, and give up into per-service DLQs behind one exchange, routed by key."""
+    queues = [
+        q(
+            "inventory.work",
+            {"x-dead-letter-exchange": "orders.retry", "x-dead-letter-routing-key": "inventory"},
+        ),
+        q(
+            "payment.work",
+            {"x-dead-letter-exchange": "orders.dlx", "x-dead-letter-routing-key": "payment"},
+        ),
+        q(
+            "inventory.retry",
+            {
+                "x-message-ttl": 1000,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": "inventory.work",
+            },
+        ),
+        q(
+            "payment.retry",
+            {
+                "x-message-ttl": 1000,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": "payment.work",
+            },
+        ),
+        q("payment.failures"),
+        q("inventory.failures"),
+    ]
+    bindings = [
+        kb("orders.retry", "inventory.retry", "inventory"),
+        kb("orders.retry", "payment.retry", "payment"),
+        kb("orders.dlx", "payment.failures", "payment"),
+        kb("orders.dlx", "inventory.failures", "inventory"),
+    ]
+    reasons = classify_dead_letter_queues(queues, bindings)
+    assert reasons == {
+        "payment.failures": "bound to dead-letter exchange 'orders.dlx' of queue 'payment.work'"
+    }
+
+
+def test_topic_patterns_and_header_bindings() -> None:
+    queues = [
+        q("src", {"x-dead-letter-exchange": "dlx", "x-dead-letter-routing-key": "a.b.c"}),
+        q("hash"),
+        q("star"),
+        q("miss"),
+        q("headers"),
+    ]
+    bindings = [
+        kb("dlx", "hash", "a.#"),
+        kb("dlx", "star", "a.*.c"),
+        kb("dlx", "miss", "a.*"),
+        {
+            "source": "dlx",
+            "destination": "headers",
+            "destination_type": "queue",
+            "routing_key": "zzz",
+            "arguments": {"x-match": "any"},
+        },
+    ]
+    assert set(classify_dead_letter_queues(queues, bindings)) == {"hash", "star", "headers"}

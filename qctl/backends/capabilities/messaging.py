@@ -267,6 +267,26 @@ class SettlingSession(Protocol):
 
 
 @runtime_checkable
+class RejectingSession(Protocol):
+    """A session that can hand messages back to the broker as failed (queues).
+
+    A queue's own dead-lettering (RabbitMQ: the queue's dead-letter exchange, with the
+    broker's ``x-death`` provenance) happens only when the consumer rejects the
+    delivery; a copy published to the DLQ by the consumer would lose that record.
+    Logs (Kafka) have no broker-side dead-lettering: a consumer writes the message to
+    its DLQ topic itself (with qctl's ``qctl-*`` provenance headers), so their sessions
+    do not implement this.
+    """
+
+    def reject(self, batch: MessageBatch, indices: Sequence[int], requeue: bool = False) -> None:
+        """Reject the messages at ``indices`` of ``batch``: with ``requeue`` False the
+        broker dead-letters them (or drops them when the queue has no dead-letter
+        exchange); with True they go back to the queue. Each message is settled at most
+        once: a rejected message must not also be committed or settled."""
+        ...
+
+
+@runtime_checkable
 class SupportsConsume(Protocol):
     """Read messages from a topic (partition) or queue."""
 

@@ -24,7 +24,7 @@ from qctl.errors import (
 )
 
 #: Context keys that are qctl's own, not librdkafka properties.
-QCTL_KEYS = {"bootstrap_servers", "dlq_patterns", "insecure"}
+QCTL_KEYS = {"bootstrap_servers", "dlq_patterns", "insecure", "dlq_group"}
 
 LIBRDKAFKA_LOG = logging.getLogger("qctl.librdkafka")
 

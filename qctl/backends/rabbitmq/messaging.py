@@ -348,6 +348,8 @@ class RabbitSession:
         self._handed_out: collections.deque[int] = collections.deque()
         self._acked: set[int] = set()
         self._acked_upto = 0
+        #: Delivery tags rejected (``reject``): never acknowledged afterwards.
+        self._rejected: set[int] = set()
         if self.queue_type == "stream":
             self.mode = "stream"
             self._start_stream()
@@ -514,6 +516,11 @@ class RabbitSession:
                 if i not in skip:
                     self.channel.basic_ack(tag)
             return
+        rejected = self._rejected
+        if rejected:
+            tags = [t for t in tags if t not in rejected]
+            if not tags:
+                return
         self.channel.basic_ack(tags[-1], multiple=True)
 
     def settle(self, batch: MessageBatch, handled: Sequence[int]) -> None:
@@ -554,10 +561,36 @@ class RabbitSession:
             for tag in sorted(new):
                 self.channel.basic_ack(tag)
                 acked.add(tag)
+        except (pe.AMQPConnectionError, pe.AMQPChannelError) as exc:
+            raise UnreachableError(
+                f"lost the connection to RabbitMQ at {self.backend.target()}: "
+                f"{exc or type(exc).__name__}"
+            ) from None
+
+    def reject(self, batch: MessageBatch, indices: Sequence[int], requeue: bool = False) -> None:
+        """``RejectingSession``: ``basic.reject`` each message at ``indices``; without
+        ``requeue`` the queue dead-letters it (its dead-letter exchange, ``x-death``)."""
+        import pika.exceptions as pe
+
+        if not indices or not isinstance(batch, RabbitBatch):
+            return
+        if self.mode == "stream" or (self.mode == "get" and not self.request.ack):
+            raise UsageError(
+                f"cannot reject messages of {self.queue!r}: they are only being read",
+                "consume with ack to reject (streams are never consumed away)",
+            )
+        tags = sorted({batch.tags[i] for i in indices})
+        try:
+            for tag in tags:
+                self.channel.basic_reject(tag, requeue=requeue)
         except pe.AMQPConnectionError as exc:
             raise UnreachableError(
                 f"lost the connection to RabbitMQ at {self.backend.target()}: {exc}"
             ) from None
+        # Settled: a later multiple ack of a newer tag steps over them.
+        self._rejected.update(tags)
+        if self.request.settle:
+            self._acked.update(tags)
 
     def close(self) -> None:
         if self._closed:

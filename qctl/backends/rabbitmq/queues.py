@@ -69,38 +69,40 @@ def classify_dead_letter_queues(
 ) -> dict[str, str]:
     """Queue name -> why it is a dead-letter queue, for every DLQ among ``queues``.
 
-    A queue is a DLQ when another queue (by argument or policy) dead-letters into an
-    exchange bound to it, when it is the target of a default-exchange dead-letter
-    routing key, or when its name matches a DLQ naming convention.
+    A queue is a DLQ when another queue (by argument or policy) dead-letters into it:
+    through an exchange bound to it with a key that matches the dead-letter routing key,
+    or through the default exchange by name. A dead-letter loop (a work queue that
+    dead-letters into a retry queue which dead-letters back) is a retry, not a DLQ, so
+    neither end of such a loop counts; nor does the target of a queue with a message TTL
+    (a delay queue expires into its target by design). Names matching a DLQ convention
+    count too.
     """
     names = {str(q.get("name")) for q in queues}
-    reasons: dict[str, str] = {}
-    by_exchange: dict[str, set[str]] = {}
-    exchange_edges: dict[str, set[str]] = {}
-    for binding in bindings:
-        source = str(binding.get("source", ""))
-        dest = str(binding.get("destination", ""))
-        if binding.get("destination_type") == "queue":
-            by_exchange.setdefault(source, set()).add(dest)
-        elif binding.get("destination_type") == "exchange":
-            exchange_edges.setdefault(source, set()).add(dest)
+    edges: dict[str, set[str]] = {}
     for queue in queues:
         target = dead_letter_target(queue)
         if target is None:
             continue
         if target.exchange == "":
-            if target.routing_key and target.routing_key in names:
-                reasons.setdefault(
-                    target.routing_key,
-                    f"queue {target.queue!r} dead-letters to it by routing key",
-                )
+            dests = {target.routing_key} & names if target.routing_key else set()
+        else:
+            dests = _queues_behind(target.exchange, target.routing_key, bindings)
+        edges[target.queue] = {d for d in dests if d != target.queue}
+    reasons: dict[str, str] = {}
+    for queue in queues:
+        target = dead_letter_target(queue)
+        if target is None:
             continue
-        for dest in _queues_behind(target.exchange, by_exchange, exchange_edges):
-            if dest != target.queue:
-                reasons.setdefault(
-                    dest,
-                    f"bound to dead-letter exchange {target.exchange!r} of queue {target.queue!r}",
-                )
+        if _is_delay_queue(queue):
+            continue  # a TTL queue expiring into its target is a delay or retry route
+        for dest in sorted(edges.get(target.queue, set())):
+            if target.queue in edges.get(dest, set()):
+                continue  # a retry loop: dest dead-letters straight back
+            if target.exchange == "":
+                why = f"queue {target.queue!r} dead-letters to it by routing key"
+            else:
+                why = f"bound to dead-letter exchange {target.exchange!r} of queue {target.queue!r}"
+            reasons.setdefault(dest, why)
     lowered = [p.lower() for p in patterns]
     for name in sorted(names - set(reasons)):
         for pattern in lowered:
@@ -110,19 +112,61 @@ def classify_dead_letter_queues(
     return reasons
 
 
+def _is_delay_queue(queue: Mapping[str, Any]) -> bool:
+    args = queue.get("arguments") or {}
+    policy = queue.get("effective_policy_definition") or {}
+    if not isinstance(policy, Mapping):
+        policy = {}
+    return "x-message-ttl" in args or "message-ttl" in policy
+
+
+def _key_matches(binding: Mapping[str, Any], routing_key: str | None) -> bool:
+    """Whether a binding can receive a message dead-lettered with ``routing_key``.
+
+    The exchange type is not in the bindings listing, so the rule is the union of the
+    types: an empty binding key (fanout), header-match arguments (headers), an unknown
+    dead-letter key (the message keeps its original keys), or a topic-pattern match
+    (which includes the exact match of a direct exchange).
+    """
+    key = str(binding.get("routing_key", ""))
+    args = binding.get("arguments") or {}
+    if routing_key is None or key == "" or (isinstance(args, Mapping) and "x-match" in args):
+        return True
+    return _topic_match(key.split("."), routing_key.split("."))
+
+
+def _topic_match(pattern: list[str], words: list[str]) -> bool:
+    if not pattern:
+        return not words
+    head, rest = pattern[0], pattern[1:]
+    if head == "#":
+        return any(_topic_match(rest, words[i:]) for i in range(len(words) + 1))
+    if not words:
+        return False
+    return (head in ("*", words[0])) and _topic_match(rest, words[1:])
+
+
 def _queues_behind(
-    exchange: str, by_exchange: Mapping[str, set[str]], edges: Mapping[str, set[str]]
+    exchange: str, routing_key: str | None, bindings: Sequence[Mapping[str, Any]]
 ) -> set[str]:
-    """Queues reachable from ``exchange``, following exchange-to-exchange bindings."""
+    """Queues a message sent to ``exchange`` with ``routing_key`` can reach, following
+    exchange-to-exchange bindings."""
     seen = {exchange}
     todo = [exchange]
     found: set[str] = set()
     while todo:
         current = todo.pop()
-        found |= by_exchange.get(current, set())
-        for nxt in edges.get(current, set()) - seen:
-            seen.add(nxt)
-            todo.append(nxt)
+        for binding in bindings:
+            if str(binding.get("source", "")) != current:
+                continue
+            if not _key_matches(binding, routing_key):
+                continue
+            dest = str(binding.get("destination", ""))
+            if binding.get("destination_type") == "queue":
+                found.add(dest)
+            elif binding.get("destination_type") == "exchange" and dest not in seen:
+                seen.add(dest)
+                todo.append(dest)
     return found
 
 

@@ -1,0 +1,575 @@
+"""DLQ jobs: redrive, drain and purge, on top of the job engines.
+
+* Kafka DLQ → Kafka targets (the default redrive): exactly once. The backend's
+  transactional copy writes each batch and advances the DLQ group in one transaction;
+  messages that stay (not selected, origin unknown, target topic missing) are written
+  back to the end of the DLQ in the same transaction.
+* Everything else: the at-least-once mover. A queue DLQ acknowledges a message only
+  after its copy was confirmed (publisher confirms and ``mandatory`` for RabbitMQ,
+  acks=all for Kafka) or written and fsynced (drain); a Kafka DLQ advances its group
+  only past messages that are done.
+
+The job's options hold everything needed to run it again; a Kafka DLQ's end offsets are
+fixed when the job is created, so a resume finishes the same window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from qctl.backends.base import require
+from qctl.backends.capabilities.messaging import ConsumeRequest, ProduceOptions, SupportsProduce
+from qctl.backends.capabilities.transactions import (
+    KEEP,
+    SKIP,
+    CopyDecision,
+    CopyProgress,
+    CopyRequest,
+    CopyRoute,
+    RawMapper,
+    RawRoute,
+    Rejected,
+    SupportsTransactionalCopy,
+)
+from qctl.dlq.access import BackendFor, Dlq, Window, read_messages
+from qctl.dlq.provenance import (
+    H_ORIGINAL_PARTITION,
+    H_ORIGINAL_TOPIC,
+    H_REDRIVE_COUNT,
+    H_REDRIVE_ID,
+    from_kafka_headers,
+    loop_guard_of,
+    provenance_of,
+)
+from qctl.dlq.routing import H_PARKED_BY, ORIGIN_UNKNOWN, RedriveRules
+from qctl.dlq.selection import Selection
+from qctl.errors import QctlError, UsageError
+from qctl.jobs.lanes import ArchiveLane, DiscardLane, Lane, ProduceLane, RejectLane, Report
+from qctl.jobs.model import AT_LEAST_ONCE, EXACTLY_ONCE, Counters, Job
+from qctl.jobs.mover import Decision, Mover, MoveStats, Route
+from qctl.jobs.runner import JobRun, RunResult
+from qctl.jobs.sources import FileSource, MoveSource, SessionSource
+from qctl.messages import Message
+from qctl.refs import Ref, parse_ref
+
+#: Extra deliveries a queue DLQ may hold unacknowledged (failed or not selected) beyond
+#: the window before a run stops.
+HOLD = 1000
+
+
+@dataclass
+class DlqJobOptions:
+    """The options of a DLQ job, as stored in the job file."""
+
+    dlq: str
+    to: str | None = None
+    routing_key: str | None = None
+    from_file: str | None = None
+    to_file: str | None = None
+    append: bool = False
+    where: list[str] = field(default_factory=list)
+    older_than: str | None = None
+    limit: int | None = None
+    rate: float | None = None
+    max_redrives: int | None = None
+    keep_partition: bool = False
+    to_origin_queue: bool = False
+    strip_death_headers: bool = False
+    window: int = 1000
+    #: Kafka DLQs: the end offsets of the job's window, fixed at creation.
+    end_offsets: dict[str, int] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DlqJobOptions:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def ends(self) -> dict[int, int] | None:
+        if self.end_offsets is None:
+            return None
+        return {int(p): int(o) for p, o in self.end_offsets.items()}
+
+
+# -- planning ---------------------------------------------------------------------------------
+def exactly_once(dlq: Dlq, opts: DlqJobOptions) -> bool:
+    """Whether this redrive runs as a Kafka transaction (every target is a topic)."""
+    if not dlq.log or opts.from_file:
+        return False
+    if opts.to is not None and parse_ref(opts.to).backend != dlq.ref.backend:
+        return False
+    return isinstance(dlq.backend, SupportsTransactionalCopy)
+
+
+def new_job_options(dlq: Dlq, opts: DlqJobOptions) -> DlqJobOptions:
+    """Fix what must not change between runs: a log DLQ's end offsets."""
+    if dlq.log and not opts.from_file and opts.end_offsets is None:
+        window = dlq.window()
+        opts.end_offsets = {str(p): o for p, o in window.end.items()}
+    return opts
+
+
+def guarantee(dlq: Dlq, opts: DlqJobOptions, kind: str) -> str:
+    return EXACTLY_ONCE if kind == "redrive" and exactly_once(dlq, opts) else AT_LEAST_ONCE
+
+
+def rules_for(dlq: Dlq, opts: DlqJobOptions, job_id: str) -> RedriveRules:
+    traits = dlq.traits()
+    parking = None
+    if opts.max_redrives is not None:
+        parking = dlq.dead_letters.ensure_parking_lot(dlq.ref)
+    return RedriveRules(
+        dlq=dlq.ref,
+        job_id=job_id,
+        to=parse_ref(opts.to) if opts.to else None,
+        routing_key=opts.routing_key,
+        keep_partition=opts.keep_partition,
+        to_origin_queue=opts.to_origin_queue,
+        max_redrives=opts.max_redrives,
+        parking=parking,
+        strip_headers=tuple(traits.death_headers) if opts.strip_death_headers else (),
+        copy_provenance=not traits.keeps_death_history,
+    )
+
+
+# -- dry run ----------------------------------------------------------------------------------
+@dataclass
+class RouteCount:
+    origin: str
+    target: str
+    action: str
+    count: int = 0
+
+
+def dry_run(dlq: Dlq, opts: DlqJobOptions, max_messages: int | None = None) -> list[RouteCount]:
+    """What a redrive would do, grouped by origin and target; nothing moves."""
+    rules = _dry_rules(dlq, opts)
+    select = Selection.of(opts.where, None, dlq.ref.backend)
+    groups: dict[tuple[str, str, str], RouteCount] = {}
+    if opts.from_file:
+        messages = FileSource(Path(opts.from_file))
+        session = None
+    else:
+        session = dlq.peek_session()
+    try:
+        stream = _file_messages(messages) if session is None else read_messages(session, None)
+        taken = 0
+        for message in stream:
+            prov = provenance_of(message.headers, dlq.ref.backend)
+            if not select(message, prov):
+                key = (prov.origin_label, "(stays)", "not selected")
+            elif rules.parked(prov):
+                key = (prov.origin_label, f"{dlq.ref.name}.parking", "park")
+            else:
+                target = rules.target(message, prov)
+                if target is None:
+                    key = (prov.origin_label, "(stays)", ORIGIN_UNKNOWN)
+                else:
+                    key = (prov.origin_label, target.label, "redrive")
+                    taken += 1
+            groups.setdefault(key, RouteCount(*key)).count += 1
+            if opts.limit is not None and taken >= opts.limit:
+                break
+            if max_messages is not None and sum(g.count for g in groups.values()) >= max_messages:
+                break
+    finally:
+        if session is not None:
+            session.close()
+    return sorted(groups.values(), key=lambda g: (-g.count, g.origin, g.target))
+
+
+def _dry_rules(dlq: Dlq, opts: DlqJobOptions) -> RedriveRules:
+    parking = Ref(dlq.ref.backend, dlq.ref.kind, f"{dlq.ref.name}.parking", vhost=dlq.ref.vhost)
+    return RedriveRules(
+        dlq=dlq.ref,
+        job_id="dry-run",
+        to=parse_ref(opts.to) if opts.to else None,
+        routing_key=opts.routing_key,
+        keep_partition=opts.keep_partition,
+        to_origin_queue=opts.to_origin_queue,
+        max_redrives=opts.max_redrives,
+        parking=parking,
+    )
+
+
+def _file_messages(source: FileSource) -> Any:
+    while True:
+        batch = source.next_batch(1000)
+        if batch is None:
+            return
+        yield from batch.messages
+
+
+# -- running ----------------------------------------------------------------------------------
+def run_dlq_job(job: Job, backend_for: BackendFor, run: JobRun, timeout: float) -> RunResult:
+    """Run (or resume) a redrive, drain or purge job."""
+    opts = DlqJobOptions.from_json(job.options)
+    dlq = Dlq(opts.dlq, backend_for)
+    if job.kind == "redrive" and job.guarantee == EXACTLY_ONCE:
+        return _transactional_redrive(job, dlq, opts, run)
+    select = Selection.of(opts.where, opts.older_than, dlq.ref.backend)
+    backend = dlq.ref.backend
+    if job.kind == "redrive":
+        rules = rules_for(dlq, opts, job.id)
+        from_file = opts.from_file is not None
+        full = rules.needs_origin or select.older_than is not None
+
+        def decide(message: Message) -> Decision:
+            if full:
+                prov = provenance_of(message.headers, backend)
+            else:
+                prov = loop_guard_of(message.headers)
+            if not select(message, prov):
+                return SKIP if from_file else KEEP
+            if rules.parked(prov):
+                assert rules.parking is not None
+                return Route(
+                    ("produce", rules.parking),
+                    rules.to_parking(message),
+                    str(rules.parking),
+                    parked=True,
+                )
+            target = rules.target(message, prov)
+            if target is None:
+                return Route(("reject", ORIGIN_UNKNOWN), message, ORIGIN_UNKNOWN)
+            return Route(
+                ("produce", target.ref), rules.redriven(message, prov, target), target.label
+            )
+
+    else:
+        sink: tuple[str, ...] = ("archive",) if opts.to_file else ("discard",)
+        label = opts.to_file or "(deleted)"
+
+        def decide(message: Message) -> Decision:
+            if not select(message):
+                return KEEP
+            return Route(sink, message, label)
+
+    lanes = _lane_factory(backend_for, opts, timeout)
+    return _move(
+        job, dlq, opts, run, decide, lanes, selective=not select.everything, timeout=timeout
+    )
+
+
+def _lane_factory(
+    backend_for: BackendFor, opts: DlqJobOptions, timeout: float
+) -> Callable[[Hashable, Report], Lane]:
+    def make(key: Hashable, report: Report) -> Lane:
+        kind = cast(tuple[Any, ...], key)[0]
+        if kind == "produce":
+            ref: Ref = cast(tuple[Any, ...], key)[1]
+            producer = require(backend_for(ref.backend), SupportsProduce, "produce")
+            options = ProduceOptions(
+                routing_key=None, mandatory=True, window=opts.window, keep_timestamps=True
+            )
+            return ProduceLane(producer, ref, options, report)
+        if kind == "archive":
+            assert opts.to_file is not None
+            return ArchiveLane(Path(opts.to_file), report, append=True)
+        if kind == "discard":
+            return DiscardLane(report)
+        if kind == "reject":
+            return RejectLane(str(cast(tuple[Any, ...], key)[1]), report)
+        raise QctlError(f"unknown lane {key!r}")
+
+    return make
+
+
+def _move(
+    job: Job,
+    dlq: Dlq,
+    opts: DlqJobOptions,
+    run: JobRun,
+    decide: Callable[[Message], Decision],
+    lanes: Callable[[Hashable, Report], Lane],
+    *,
+    selective: bool,
+    timeout: float,
+) -> RunResult:
+    keep_route = None
+    hold_limit: int | None = None
+    on_log_failure = "keep"
+    source: MoveSource
+    if opts.from_file:
+        done = int(job.checkpoint.get("messages_done", 0))
+        source = FileSource(Path(opts.from_file), skip=done)
+        remaining = None
+        on_log_failure = "skip"
+    elif dlq.log:
+        window = dlq.window()
+        ends = opts.ends() or window.end
+        start = {p: min(o, ends.get(p, o)) for p, o in window.start.items()}
+        request = ConsumeRequest(
+            group=dlq.group, start_offsets=start, end_offsets=ends, isolation="read_committed"
+        )
+        session = dlq.consumer().open_consumer(dlq.ref, request)
+        source = SessionSource(session, log=True, commit_every=0.5)
+        remaining = Window(start, ends).remaining
+
+        def keep_route(message: Message) -> Route:
+            ref = Ref("kafka", "topic", dlq.ref.name, message.partition)
+            return Route(("produce", ref), message, f"{dlq.ref} (kept)")
+
+    else:
+        request = ConsumeRequest(
+            ack=True, selective=selective, prefetch=opts.window + HOLD, settle=True
+        )
+        session = dlq.consumer().open_consumer(dlq.ref, request)
+        source = SessionSource(session, log=False)
+        hold_limit = None if selective else HOLD
+        remaining = _depth(dlq)
+    initial = remaining
+
+    def on_round(stats: MoveStats, src: MoveSource) -> None:
+        c = stats.counters
+        left = None
+        if initial is not None:
+            left = max(initial - (c.moved + c.parked + c.kept + c.skipped + c.failed), 0)
+        run.update(c, left, src.checkpoint())
+
+    def on_failure(message: Message, reason: str) -> None:
+        run.failure(message.origin(), reason)
+
+    mover = Mover(
+        source,
+        decide,
+        lanes,
+        window=opts.window,
+        limit=opts.limit,
+        rate=opts.rate,
+        stop=run.stop.is_set,
+        keep_route=keep_route,
+        on_log_failure=on_log_failure,
+        hold_limit=hold_limit,
+        timeout=timeout,
+        on_round=on_round,
+        on_failure=on_failure,
+    )
+    try:
+        stats = mover.run()
+    finally:
+        source.close()
+    c = stats.counters
+    left = None
+    if initial is not None:
+        left = max(initial - (c.moved + c.parked + c.kept + c.skipped + c.failed), 0)
+    if stats.exhausted and stats.problem is None and not stats.stopped and dlq.log:
+        left = 0
+    elif not dlq.log and not opts.from_file:
+        left = _depth(dlq)
+    return RunResult(
+        counters=stats.counters,
+        errors=stats.errors,
+        per_target=stats.per_target,
+        stopped=stats.stopped,
+        problem=stats.problem,
+        warnings=stats.warnings,
+        checkpoint=source.checkpoint(),
+        remaining=left,
+    )
+
+
+def _depth(dlq: Dlq) -> int | None:
+    try:
+        found = dlq.dead_letters.dead_letter_queues({}, [dlq.ref.name])
+    except QctlError:
+        return None
+    return found[0].messages if found else None
+
+
+# -- exactly-once redrive ---------------------------------------------------------------------
+class _CopyControl:
+    def __init__(self, run: JobRun, counters: Callable[[CopyProgress], Counters]) -> None:
+        self.run = run
+        self.counters = counters
+
+    def started(self, positions: Mapping[int, int], ends: Mapping[int, int]) -> None:
+        remaining = sum(max(ends[p] - positions.get(p, ends[p]), 0) for p in ends)
+        self.run.update(Counters(), remaining, {"positions": dict(positions)}, force=True)
+
+    def stopping(self) -> bool:
+        return self.run.stop.is_set()
+
+    def committed(self, progress: CopyProgress) -> None:
+        self.run.update(
+            self.counters(progress),
+            progress.remaining,
+            {"positions": {str(p): o for p, o in progress.positions.items()}},
+            force=True,
+        )
+
+
+def _transactional_redrive(job: Job, dlq: Dlq, opts: DlqJobOptions, run: JobRun) -> RunResult:
+    select = Selection.of(opts.where, opts.older_than, "kafka")
+    rules = rules_for(dlq, opts, job.id)
+    parking_topic = rules.parking.name if rules.parking is not None else None
+
+    def mapper(message: Message) -> CopyDecision:
+        prov = provenance_of(message.headers, "kafka")
+        if not select(message, prov):
+            return KEEP
+        if rules.parked(prov):
+            assert parking_topic is not None
+            return CopyRoute(parking_topic, rules.to_parking(message), message.partition)
+        target = rules.target(message, prov)
+        if target is None:
+            return UNKNOWN
+        out = rules.redriven(message, prov, target)
+        return CopyRoute(target.ref.name, out, target.ref.partition)
+
+    def counters(progress: CopyProgress) -> Counters:
+        parked = progress.per_target.get(parking_topic or "", 0)
+        failed = sum(progress.rejected.values())
+        return Counters(
+            moved=progress.routed - parked,
+            parked=parked,
+            skipped=progress.skipped,
+            kept=max(progress.kept - failed, 0),
+            failed=failed,
+        )
+
+    copier = require(dlq.backend, SupportsTransactionalCopy, "exactly-once copies")
+    raw = _raw_redrive(rules, parking_topic) if select.everything else None
+    request = CopyRequest(
+        source=dlq.ref,
+        group=dlq.group or f"qctl.dlq.{dlq.ref.name}",
+        transactional_id=f"qctl-{job.id}",
+        mapper=mapper,
+        raw_mapper=raw,
+        end_offsets=opts.ends(),
+        limit=opts.limit,
+        rate=opts.rate,
+        on_missing_topic="keep",
+    )
+    report = copier.transactional_copy(request, _CopyControl(run, counters))
+    errors = dict(report.rejected)
+    return RunResult(
+        counters=counters(report),
+        errors=errors,
+        per_target={f"kafka:{t}": n for t, n in report.per_target.items()},
+        stopped=report.stopped,
+        warnings=report.warnings,
+        checkpoint={"positions": {str(p): o for p, o in report.positions.items()}},
+        remaining=report.remaining,
+    )
+
+
+#: A message whose origin is unknown stays in the DLQ and counts as failed.
+UNKNOWN = Rejected(ORIGIN_UNKNOWN)
+
+#: The headers a Kafka redrive's decision depends on: origin topic and partition in
+#: each convention, and the loop guard's.
+_ROUTING_SET = frozenset(
+    (
+        H_ORIGINAL_TOPIC,
+        H_ORIGINAL_PARTITION,
+        "kafka_dlt-original-topic",
+        "kafka_dlt-original-partition",
+        "__connect.errors.topic",
+        "__connect.errors.partition",
+        H_REDRIVE_COUNT,
+        H_REDRIVE_ID,
+    )
+)
+_GUARD = frozenset((H_REDRIVE_COUNT, H_REDRIVE_ID))
+
+
+def _raw_redrive(rules: RedriveRules, parking_topic: str | None) -> RawMapper:
+    """The redrive decision from raw Kafka headers, the same as ``rules`` takes from a
+    Message, cached by the few headers it depends on (a DLQ holds many messages from
+    few origins): per message, one pass over its headers and a dictionary lookup."""
+    cache: dict[tuple[Any, ...], tuple[str, str | None, int | None, list[Any], bool]] = {}
+    job_id = rules.job_id.encode()
+    empty = Message(None)
+    routing = _ROUTING_SET
+
+    def decide(headers: list[tuple[str, bytes | None]], partition: int, offset: int) -> Any:
+        key = tuple([h for h in headers if h[0] in routing])
+        hit = cache.get(key)
+        if hit is None:
+            hit = _decision(rules, parking_topic, key, job_id, empty)
+            if len(cache) > 10_000:
+                cache.clear()
+            cache[key] = hit
+        kind, topic, to_partition, guard, guarded = hit
+        if kind == "route":
+            if guarded:
+                headers = [h for h in headers if h[0] not in _GUARD]
+            headers.extend(guard)
+            return RawRoute(topic, headers, to_partition)  # type: ignore[arg-type]
+        if kind == "park":
+            headers.append((H_PARKED_BY, job_id))
+            return RawRoute(topic, headers, partition)  # type: ignore[arg-type]
+        return UNKNOWN
+
+    return decide
+
+
+def _decision(
+    rules: RedriveRules,
+    parking_topic: str | None,
+    relevant: tuple[tuple[str, bytes | None], ...],
+    job_id: bytes,
+    empty: Message,
+) -> tuple[str, str | None, int | None, list[Any], bool]:
+    prov = from_kafka_headers(list(relevant))
+    guarded = any(name in _GUARD for name, _ in relevant)
+    if rules.parked(prov):
+        return ("park", parking_topic, None, [], guarded)
+    target = rules.target(empty, prov)
+    if target is None:
+        return ("unknown", None, None, [], guarded)
+    guard = [(H_REDRIVE_COUNT, str(prov.redrive_count + 1).encode()), (H_REDRIVE_ID, job_id)]
+    return ("route", target.ref.name, target.ref.partition, guard, guarded)
+
+
+# -- purge fast paths -------------------------------------------------------------------------
+def purge_positions(dlq: Dlq, older_than: str | None) -> Window:
+    """Kafka: where the group would move to drop everything (older than D)."""
+    import datetime as dt
+    import time
+
+    from qctl.backends.capabilities.groups import SupportsConsumerGroups, TopicPartition
+    from qctl.timespec import parse_duration
+
+    window = dlq.window()
+    if older_than is None:
+        return window
+    cutoff = int(time.time() * 1000 - parse_duration(older_than) / dt.timedelta(milliseconds=1))
+    groups = require(dlq.backend, SupportsConsumerGroups, "consumer groups")
+    found = groups.offsets_for_times({TopicPartition(dlq.ref.name, p): cutoff for p in window.end})
+    end = {}
+    for p, last in window.end.items():
+        at = found.get(TopicPartition(dlq.ref.name, p))
+        end[p] = max(window.start.get(p, 0), min(at if at is not None else last, last))
+    return Window(window.start, end)
+
+
+def advance_group(dlq: Dlq, to: Mapping[int, int]) -> None:
+    from qctl.backends.capabilities.groups import TopicPartition
+    from qctl.backends.capabilities.offsets import SupportsOffsetAdmin
+    from qctl.errors import PartialFailure
+
+    admin = require(dlq.backend, SupportsOffsetAdmin, "writing group offsets")
+    errors = admin.alter_offsets(
+        dlq.group or "", {TopicPartition(dlq.ref.name, p): o for p, o in to.items()}
+    )
+    if errors:
+        raise PartialFailure(
+            f"moving group {dlq.group!r} failed for {len(errors)} partition(s): "
+            + "; ".join(str(e) for e in errors[:3]),
+            "retry; a running `qctl dlq` job on the same DLQ must finish first",
+        )
+
+
+def check_to_file(path: str, append: bool) -> None:
+    target = Path(path)
+    if target.exists() and not append:
+        raise UsageError(f"{path} already exists", "choose another file, or add --append")
+    if not target.parent.exists():
+        raise UsageError(f"the folder of {path} does not exist")
