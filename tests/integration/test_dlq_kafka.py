@@ -109,7 +109,7 @@ def test_redrive_is_exactly_once_across_kill_9_and_resume(
     dlq = topics.make(f"{unique}.dlq")
     fill_kafka(kafka, dlq, 10_000, lambda i: qctl_dead_letter(origin, i, i % 3), lambda i: i % 3)
     proc = qctl_process(
-        "dlq", "redrive", f"kafka:{dlq}", "--keep-partition", "--rate", "4000", "--yes"
+        "dlq", "redrive", f"kafka:{dlq}", "--keep-partition", "--rate", "2000", "--yes"
     )
     kill_when(proc, lambda: kafka_end(kafka, origin) > 0, seed=1)
     job = only_job("redrive")

@@ -62,7 +62,7 @@ def test_kafka_replay_is_exactly_once_across_kill_9(
     target = topics.make(f"{unique}-copy")
     fill_kafka(kafka, source, 10_000, plain)
     original = {json.loads(m[1])["id"]: m for m in read_kafka(kafka, source)}
-    proc = qctl_process("replay", f"kafka:{source}", "--to", f"kafka:{target}", "--rate", "4000")
+    proc = qctl_process("replay", f"kafka:{source}", "--to", f"kafka:{target}", "--rate", "2000")
     kill_when(proc, lambda: kafka_end(kafka, target) > 0, seed=4)
     job = only_job("replay")
     assert JobStore().display_state(JobStore().load(job)) == "killed"
