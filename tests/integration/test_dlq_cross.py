@@ -4,7 +4,6 @@ DLQ into a Kafka topic."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
@@ -20,20 +19,6 @@ from tests.integration.dlq_support import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka, pytest.mark.rabbitmq]
-
-
-@pytest.fixture
-def topics(kafka: str) -> Iterator[KafkaTopics]:
-    made = KafkaTopics(kafka)
-    yield made
-    made.cleanup()
-
-
-@pytest.fixture
-def rabbit(rabbitmq: str, unique: str) -> Iterator[RabbitSetup]:
-    setup = RabbitSetup(rabbitmq, unique)
-    yield setup
-    setup.cleanup()
 
 
 def test_kafka_dlq_into_a_queue_keeps_the_unselected(

@@ -21,7 +21,6 @@ from tests.integration.dlq_support import (
     fill_kafka,
     ids,
     kafka_end,
-    kill_leftovers,
     only_job,
     qctl_dead_letter,
     qctl_process,
@@ -30,14 +29,12 @@ from tests.integration.dlq_support import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.disruptive, pytest.mark.slow]
-
-
-@pytest.fixture(autouse=True)
-def _no_stray_qctl() -> Iterator[None]:
-    """A failed test must not leave a background qctl running."""
-    yield
-    kill_leftovers()
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.disruptive,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("no_stray_qctl"),
+]
 
 
 def qctl(pair: PrivateBrokers, *args: str) -> subprocess.CompletedProcess[str]:

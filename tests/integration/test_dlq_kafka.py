@@ -11,7 +11,6 @@ import os
 import signal
 import stat
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,6 @@ from tests.integration.dlq_support import (
     fill_kafka,
     ids,
     kafka_end,
-    kill_leftovers,
     kill_when,
     only_job,
     qctl_dead_letter,
@@ -35,21 +33,7 @@ from tests.integration.dlq_support import (
 )
 from tests.oracles import kafka_tool
 
-pytestmark = [pytest.mark.integration, pytest.mark.kafka]
-
-
-@pytest.fixture(autouse=True)
-def _no_stray_qctl() -> Iterator[None]:
-    """A failed test must not leave a background qctl running."""
-    yield
-    kill_leftovers()
-
-
-@pytest.fixture
-def topics(kafka: str) -> Iterator[KafkaTopics]:
-    made = KafkaTopics(kafka)
-    yield made
-    made.cleanup()
+pytestmark = [pytest.mark.integration, pytest.mark.kafka, pytest.mark.usefixtures("no_stray_qctl")]
 
 
 def group_lag(kafka: str, group: str) -> dict[int, tuple[int, int]]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,6 @@ import pytest
 from tests.cli.test_root import run_qctl
 from tests.integration.dlq_support import (
     RabbitSetup,
-    kill_leftovers,
     kill_when,
     only_job,
     qctl_process,
@@ -24,21 +22,11 @@ from tests.integration.dlq_support import (
 )
 from tests.oracles import rabbitmqctl
 
-pytestmark = [pytest.mark.integration, pytest.mark.rabbitmq]
-
-
-@pytest.fixture(autouse=True)
-def _no_stray_qctl() -> Iterator[None]:
-    """A failed test must not leave a background qctl running."""
-    yield
-    kill_leftovers()
-
-
-@pytest.fixture
-def rabbit(rabbitmq: str, unique: str) -> Iterator[RabbitSetup]:
-    setup = RabbitSetup(rabbitmq, unique)
-    yield setup
-    setup.cleanup()
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.rabbitmq,
+    pytest.mark.usefixtures("no_stray_qctl"),
+]
 
 
 def depth(name: str) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import Iterator
 
 import pika
 import pytest
@@ -18,7 +17,6 @@ from tests.integration.dlq_support import (
     fill_kafka,
     ids,
     kafka_end,
-    kill_leftovers,
     kill_when,
     only_job,
     qctl_process,
@@ -26,28 +24,7 @@ from tests.integration.dlq_support import (
     read_kafka,
 )
 
-pytestmark = [pytest.mark.integration]
-
-
-@pytest.fixture(autouse=True)
-def _no_stray_qctl() -> Iterator[None]:
-    """A failed test must not leave a background qctl running."""
-    yield
-    kill_leftovers()
-
-
-@pytest.fixture
-def topics(kafka: str) -> Iterator[KafkaTopics]:
-    made = KafkaTopics(kafka)
-    yield made
-    made.cleanup()
-
-
-@pytest.fixture
-def rabbit(rabbitmq: str, unique: str) -> Iterator[RabbitSetup]:
-    setup = RabbitSetup(rabbitmq, unique)
-    yield setup
-    setup.cleanup()
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_stray_qctl")]
 
 
 def plain(i: int) -> list[tuple[str, bytes]]:
