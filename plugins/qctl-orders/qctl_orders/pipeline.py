@@ -145,10 +145,10 @@ class Pipeline:
         self.timeout = timeout
         self.stop = threading.Event()
         self.error: BaseException | None = None
-        self.payment = PaymentService(settings, runs)
-        self.inventory = InventoryService(settings, runs)
-        self.notification = NotificationService(settings, runs)
-        self.analytics = AnalyticsService(settings, runs)
+        self.payment = PaymentService(settings, runs, resume=plan.resume)
+        self.inventory = InventoryService(settings, runs, resume=plan.resume)
+        self.notification = NotificationService(settings, runs, resume=plan.resume)
+        self.analytics = AnalyticsService(settings, runs, resume=plan.resume)
         self.services: dict[str, Service] = {
             "payment": self.payment,
             "inventory": self.inventory,
@@ -467,6 +467,8 @@ class Pipeline:
             lane.join(timeout=self.timeout + 10)
         for box in self.outboxes:
             box.close()
+        for service in self.services.values():
+            service.store.close()
         self.progress.done()
 
     # -- reporting ---------------------------------------------------------------------------

@@ -107,10 +107,10 @@ class Service:
 
     name = "service"
 
-    def __init__(self, settings: Settings, runs: RunBook) -> None:
+    def __init__(self, settings: Settings, runs: RunBook, *, resume: bool = False) -> None:
         self.settings = settings
         self.runs = runs
-        self.store = Store()
+        self.store = Store(runs.dir / "state" / f"{self.name}.jsonl", resume=resume)
 
     def handle(self, message: Message, lane: str) -> Decision:
         raise NotImplementedError

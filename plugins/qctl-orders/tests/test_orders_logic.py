@@ -63,16 +63,18 @@ def orders(n: int, faults: Faults | None = None, seed: int = 3) -> list[Message]
     return [factory.next() for _ in range(n)]
 
 
-def services(backend: str, tmp_path: Path, retries: int = 2) -> dict[str, Any]:
+def services(
+    backend: str, tmp_path: Path, retries: int = 2, resume: bool = False
+) -> dict[str, Any]:
     wiring = Wiring(backend, "ns")
     runs = RunBook("test", wiring, root=tmp_path)
     settings = Settings(wiring, max_retries=retries, retry_backoff=0.01)
     return {
         "runs": runs,
-        "payment": PaymentService(settings, runs),
-        "inventory": InventoryService(settings, runs),
-        "notification": NotificationService(settings, runs),
-        "analytics": AnalyticsService(settings, runs),
+        "payment": PaymentService(settings, runs, resume=resume),
+        "inventory": InventoryService(settings, runs, resume=resume),
+        "notification": NotificationService(settings, runs, resume=resume),
+        "analytics": AnalyticsService(settings, runs, resume=resume),
     }
 
 
@@ -268,6 +270,45 @@ def test_analytics_and_notifications_count_each_event_once(tmp_path: Path) -> No
     assert analytics.states({order_id}) == {"completed": 1}
     assert analytics.store.counter("duplicates") == 1
     assert svc["notification"].store.counter("notifications") == 2  # received, confirmed
+
+
+def test_a_resumed_process_remembers_what_its_services_handled(tmp_path: Path) -> None:
+    created = orders(1, Faults(0, 0, 0))[0]
+    first = services("kafka", tmp_path)
+    paid = first["payment"].handle(delivered(created), "main").outputs[0][1]
+    first["payment"].store.commit()
+    first["notification"].handle(delivered(paid), "main")
+    first["notification"].store.commit()
+    first["notification"].handle(delivered(created), "main")  # never committed: crashed
+    for name in ("payment", "notification"):
+        first[name].store.close()
+
+    resumed = services("kafka", tmp_path, resume=True)
+    assert resumed["payment"].handle(delivered(created), "main").outputs == []
+    resumed["notification"].handle(delivered(paid), "main")
+    resumed["notification"].handle(delivered(created), "main")
+    for name in ("payment", "notification"):
+        resumed[name].store.commit()
+    assert resumed["payment"].store.counter("duplicates") == 1
+    assert resumed["notification"].store.counter("duplicates") == 1  # only the paid event
+    assert resumed["notification"].store.counter("notifications") == 1
+
+    fresh = services("kafka", tmp_path)  # a new run starts with a clean state
+    assert fresh["payment"].handle(delivered(created), "main").outputs != []
+
+
+def test_a_journal_cut_short_by_a_crash_keeps_its_complete_entries(tmp_path: Path) -> None:
+    journal = tmp_path / "s.jsonl"
+    store = Store(journal)
+    store.put("k", frozenset({"b", "a"}))
+    store.add("s", "x")
+    store.commit()
+    store.close()
+    with journal.open("a") as f:
+        f.write('{"values": {"lost"')
+    again = Store(journal, resume=True)
+    assert sorted(again.get("k")) == ["a", "b"] and again.members("s") == {"x"}
+    assert again.get("lost") is None
 
 
 # -- the invariants -----------------------------------------------------------------------------
