@@ -99,6 +99,11 @@ def _diagnose_tls(target: str) -> tuple[str, str] | None:
         return None
 
 
+def _uses_tls(target: str) -> bool:
+    settings = _SETTINGS_BY_TARGET.get(target) or {}
+    return "SSL" in str(settings.get("security.protocol", "")).upper()
+
+
 def _user(target: str) -> str:
     settings = _SETTINGS_BY_TARGET.get(target) or {}
     user = settings.get("sasl.username")
@@ -215,6 +220,13 @@ def translate(err: Any, target: str, action: str = "connect to") -> QctlError:
             f"cannot resolve kafka at {target}: {text}", "check the bootstrap host names"
         )
     if code in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
+        if _uses_tls(target):
+            # A failed handshake often surfaces only as "transport failure": look closer.
+            cause = _diagnose_tls(target)
+            if cause is not None:
+                return AuthenticationError(
+                    f"TLS handshake with kafka at {target} failed: {cause[0]}", cause[1]
+                )
         return UnreachableError(
             f"kafka at {target} is unreachable: {text}",
             "check bootstrap_servers (`qctl context show`) and that the cluster is running",

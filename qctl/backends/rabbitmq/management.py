@@ -104,6 +104,15 @@ class ManagementAPI:
 
     def _decode(self, method: str, path: str, response: httpx.Response) -> Any:
         status = response.status_code
+        if status == 401 and "login failed" not in _reason(response).lower():
+            # RabbitMQ answers 401 also for a known user lacking a tag ("Not
+            # administrator user"): that is a permission problem, not bad credentials.
+            raise AuthenticationError(
+                f"RabbitMQ management API at {self.base_url}: access refused for "
+                f"{method} {path} (HTTP 401, missing permission): {_reason(response)}",
+                "grant the user configure/write/read permissions on the vhost "
+                "(rabbitmqctl set_permissions) or the tag it needs (set_user_tags)",
+            )
         if status == 401:
             raise AuthenticationError(
                 f"RabbitMQ management API at {self.base_url} refused the credentials "

@@ -209,6 +209,10 @@ class RabbitTopologyAdmin(RabbitCore):
     def _topo_one(self, api: ManagementAPI, vhost: str, change: TopologyChange) -> ChangeResult:
         try:
             self._topo_request(api, vhost, change)
+        except AuthenticationError:
+            # Missing rights (e.g. no configure permission on the vhost) will refuse every
+            # other object too: stop with that one error instead of a list of failures.
+            raise
         except QctlError as exc:
             return ChangeResult(change, False, exc.what)
         return ChangeResult(change, True)
