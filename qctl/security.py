@@ -112,18 +112,43 @@ def explain(exc: BaseException, host: str) -> tuple[str, str] | None:
 def diagnose(
     host: str, port: int, context: ssl.SSLContext, timeout: float
 ) -> tuple[str, str] | None:
-    """Repeat a failed handshake with Python's ssl to learn why it failed (bounded)."""
+    """Repeat a failed handshake with Python's ssl to learn why it failed (bounded).
+
+    With TLS 1.3 a server rejects a client certificate *after* the client's handshake
+    completed, and its alert can be lost in a race with the connection's close; under
+    TLS 1.2 the rejection is part of the handshake. So when the first try reached the
+    server but explains nothing, try once more capped at TLS 1.2.
+    """
+    reached, found = _handshake(host, port, context, timeout)
+    if found is None and reached and context.maximum_version != ssl.TLSVersion.TLSv1_2:
+        try:
+            context.maximum_version = ssl.TLSVersion.TLSv1_2
+        except (ValueError, ssl.SSLError):
+            return None
+        found = _handshake(host, port, context, timeout)[1]
+    return found
+
+
+def _handshake(
+    host: str, port: int, context: ssl.SSLContext, timeout: float
+) -> tuple[bool, tuple[str, str] | None]:
+    """(whether the TCP connection was made, the explained TLS failure if any)."""
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.settimeout(timeout)
-            with context.wrap_socket(sock, server_hostname=host) as tls:
-                tls.do_handshake()
-                # TLS 1.3: a rejected client certificate shows up on the first read.
-                tls.settimeout(min(timeout, 0.5))
-                try:
-                    tls.recv(1)
-                except TimeoutError:
-                    return None
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError:
+        return False, None  # not a TLS problem: the caller's own error says enough
+    try:
+        sock.settimeout(timeout)
+        with context.wrap_socket(sock, server_hostname=host) as tls:
+            tls.do_handshake()
+            # TLS 1.3: a rejected client certificate shows up on the first read.
+            tls.settimeout(min(timeout, 0.5))
+            try:
+                tls.recv(1)
+            except TimeoutError:
+                return True, None
     except (OSError, ssl.SSLError) as exc:
-        return explain(exc, host)
-    return None
+        return True, explain(exc, host)
+    finally:
+        sock.close()
+    return True, None

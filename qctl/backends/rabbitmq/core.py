@@ -138,7 +138,9 @@ class RabbitCore:
             ) from exc
         except (pe.AMQPConnectionError, ssl.SSLError) as exc:
             # pika raises a failed certificate check as it is, other failures wrapped.
-            cause = _tls_cause(exc, self.settings.host) if self.settings.tls else None
+            cause = None
+            if self.settings.tls:
+                cause = _tls_cause(exc, self.settings.host) or self._diagnose_tls()
             if cause is not None:
                 raise AuthenticationError(
                     f"TLS handshake with RabbitMQ at {self.target()} failed: {cause[0]}",
@@ -153,6 +155,16 @@ class RabbitCore:
                 f"RabbitMQ at {self.target()} is unreachable: {_root_cause(exc)}",
                 "check the rabbitmq url (`qctl context show`) and that the node is running",
             ) from exc
+
+    def _diagnose_tls(self) -> tuple[str, str] | None:
+        """Why the TLS connection failed, from a fresh handshake (pika often only sees EOF)."""
+        from qctl.security import diagnose
+
+        s = self.settings
+        try:
+            return diagnose(s.host, s.port, s.ssl_context(), timeout=min(self.timeout, 5.0))
+        except (OSError, ValueError):
+            return None
 
     def connection(self) -> pika.BlockingConnection:
         """The shared AMQP connection of this backend, opened on first use."""
