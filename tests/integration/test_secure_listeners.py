@@ -161,6 +161,8 @@ def test_topology_produce_consume_offsets_lag_dlq(applied: tuple[Secured, str]) 
     assert dlq in [d["dlq"] for d in listed]
     inspected = json.loads(ok("dlq", "inspect", dlq, "-o", "json", context=ctx))
     assert inspected["total"] == 1
+    peeked = ok("dlq", "peek", dlq, "-o", "jsonl", context=ctx)
+    assert [json.loads(line)["value"] for line in peeked.splitlines()] == ["dead"]
 
 
 def test_lag_live_view_data_path(applied: tuple[Secured, str]) -> None:

@@ -97,3 +97,17 @@ def test_rabbitmq_client_certificate_without_password_is_external() -> None:
     assert not parse_settings({"url": "amqps://h:5671/"}).external
     # Plain AMQP keeps the guest default.
     assert parse_settings({"url": "amqp://h:5672/", **cert}).password == "guest"
+
+
+def test_rabbitmq_channel_access_refused_is_an_authorisation_error() -> None:
+    import pika.exceptions as pe
+
+    from qctl.backends.rabbitmq.core import channel_refusal
+    from qctl.errors import AuthenticationError, ExitCode
+
+    text = "ACCESS_REFUSED - access to queue 'q' in vhost '/' refused for user 'u'"
+    err = channel_refusal(pe.ChannelClosedByBroker(403, text), "declare queue 'q'", "h:5671")
+    assert isinstance(err, AuthenticationError) and err.exit_code == ExitCode.UNREACHABLE
+    assert "refused to declare queue 'q': ACCESS_REFUSED (missing permission)" in str(err)
+    other = channel_refusal(pe.ChannelClosedByBroker(406, "PRECONDITION_FAILED"), "x", "h")
+    assert not isinstance(other, AuthenticationError)

@@ -16,7 +16,7 @@ from qctl.backends.base import BackendConfig
 from qctl.backends.rabbitmq.management import ManagementAPI
 from qctl.backends.rabbitmq.settings import RabbitSettings, parse_settings
 from qctl.config import SECRETS
-from qctl.errors import AuthenticationError, UnreachableError
+from qctl.errors import AuthenticationError, QctlError, UnreachableError
 
 if TYPE_CHECKING:
     import pika
@@ -171,6 +171,23 @@ class RabbitCore:
         if self._connection is None or not self._connection.is_open:
             self._connection = self.connect()
         return self._connection
+
+
+def channel_refusal(exc: Any, action: str, target: str) -> QctlError:
+    """A channel closed by the broker (``ChannelClosedByBroker``) as a qctl error.
+
+    403 ACCESS_REFUSED means the user lacks a permission (configure to declare or
+    delete, write to publish, read to consume): exit 3 with the cause named.
+    """
+    code, text = getattr(exc, "reply_code", None), str(getattr(exc, "reply_text", exc))
+    if code == 403:
+        return AuthenticationError(
+            f"RabbitMQ at {target} refused to {action}: ACCESS_REFUSED (missing permission): "
+            f"{text}",
+            "grant the user configure/write/read permissions on the vhost "
+            "(rabbitmqctl set_permissions)",
+        )
+    return QctlError(f"RabbitMQ at {target} refused to {action}: {code} {text}")
 
 
 def decode_text(value: Any) -> str | None:

@@ -35,7 +35,7 @@ from qctl.backends.capabilities.topology import (
     TopologyChange,
     TopologyQuery,
 )
-from qctl.backends.rabbitmq.core import RabbitCore
+from qctl.backends.rabbitmq.core import RabbitCore, channel_refusal
 from qctl.backends.rabbitmq.management import ManagementAPI, quote_segment
 from qctl.errors import AuthenticationError, NotFoundError, QctlError
 
@@ -342,7 +342,7 @@ class RabbitTopologyAdmin(RabbitCore):
         except pe.ChannelClosedByBroker as exc:
             if exc.reply_code == 404:
                 raise NotFoundError(f"queue {queue!r} does not exist in vhost {vhost!r}") from exc
-            raise QctlError(f"cannot inspect queue {queue!r}: {exc.reply_text}") from exc
+            raise channel_refusal(exc, f"inspect queue {queue!r}", self.target()) from exc
         finally:
             if channel.is_open:
                 channel.close()
