@@ -18,7 +18,7 @@ $(BIN)/.installed: pyproject.toml plugins/qctl-orders/pyproject.toml
 install: $(BIN)/.installed
 
 brokers-up:
-	QCTL_PYTHON=$(BIN)/python dev/brokers up
+	QCTL_PYTHON=$(BIN)/python dev/brokers up --secure
 
 brokers-down:
 	dev/brokers down

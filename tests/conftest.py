@@ -21,7 +21,7 @@ RABBITMQ_MANAGEMENT = os.environ.get("QCTL_TEST_RABBITMQ_MANAGEMENT", "http://12
 REPO = Path(__file__).resolve().parent.parent
 
 #: ``private_brokers``: a second broker pair for tests that restart brokers.
-pytest_plugins = ["tests.fixtures.private_brokers"]
+pytest_plugins = ["tests.fixtures.private_brokers", "tests.fixtures.secure_brokers"]
 
 
 def _port_open(host: str, port: int) -> bool:

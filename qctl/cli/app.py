@@ -37,6 +37,7 @@ class App:
     _config: ConfigFile | None = field(default=None, repr=False)
     _context: ResolvedContext | None = field(default=None, repr=False)
     _backends: list[Backend] = field(default_factory=list, repr=False)
+    _insecure_warned: set[str] = field(default_factory=set, repr=False)
 
     # -- configuration --------------------------------------------------------------------
     def config(self) -> ConfigFile:
@@ -91,7 +92,17 @@ class App:
             BackendConfig(context=ctx.name, settings=settings, timeout=timeout)
         )
         self._backends.append(backend)
+        self._warn_if_insecure(name, settings)
         return backend
+
+    def _warn_if_insecure(self, name: str, settings: dict[str, Any]) -> None:
+        """Every run that uses a section with ``insecure: true`` says so (once per backend)."""
+        from qctl.security import insecure_warning, is_insecure
+
+        if name in self._insecure_warned or not is_insecure(settings, name):
+            return
+        self._insecure_warned.add(name)
+        self.warn(insecure_warning(self.context().name, name))
 
     def close(self) -> None:
         while self._backends:

@@ -134,7 +134,7 @@ def use_context(app: App, name: str) -> None:
     "rabbitmq_properties",
     multiple=True,
     metavar="KEY=VALUE",
-    help="RabbitMQ setting, e.g. ca_file=/path/ca.pem, verify=false (repeatable).",
+    help="RabbitMQ setting, e.g. ca_file=/path/ca.pem, insecure=true (repeatable).",
 )
 @click.option(
     "--protected/--unprotected",

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from qctl import security
 from qctl.errors import (
     AuthenticationError,
     ConfigError,
@@ -27,6 +28,16 @@ from qctl.errors import (
 QCTL_KEYS = {"bootstrap_servers", "dlq_patterns", "insecure", "dlq_group"}
 
 LIBRDKAFKA_LOG = logging.getLogger("qctl.librdkafka")
+
+#: What ``insecure: true`` sets; set any other way they are refused (``security.py``).
+INSECURE_OVERRIDES = {
+    "enable.ssl.certificate.verification": "false",
+    "ssl.endpoint.identification.algorithm": "none",
+}
+
+#: The settings behind each bootstrap address in use, so ``translate`` (called from
+#: many places with only the address) can name the user and diagnose TLS failures.
+_SETTINGS_BY_TARGET: dict[str, Mapping[str, Any]] = {}
 
 
 def bootstrap_of(settings: Mapping[str, Any]) -> str:
@@ -46,12 +57,57 @@ def client_config(settings: Mapping[str, Any], timeout: float) -> dict[str, Any]
         if key in QCTL_KEYS or key == "bootstrap.servers":
             continue
         conf[key] = str(value).lower() if isinstance(value, bool) else value
+    apply_verification(conf, settings)
+    _SETTINGS_BY_TARGET[conf["bootstrap.servers"]] = settings
     timeout_ms = max(int(timeout * 1000), 1000)
     conf.setdefault("socket.timeout.ms", timeout_ms)
     conf.setdefault("socket.connection.setup.timeout.ms", timeout_ms)
     conf.setdefault("client.id", "qctl")
     conf["logger"] = LIBRDKAFKA_LOG
     return conf
+
+
+def apply_verification(conf: dict[str, Any], settings: Mapping[str, Any]) -> None:
+    """Verification stays on unless ``insecure: true``; other ways to turn it off fail."""
+    if security.is_insecure(settings, "kafka"):
+        conf.update(INSECURE_OVERRIDES)
+        return
+    for key, off in INSECURE_OVERRIDES.items():
+        if str(conf.get(key, "")).lower() == off:
+            raise security.refuse_silent_off("kafka", f"{key}: {off}")
+
+
+def ssl_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``ssl.*`` properties as librdkafka will use them (``insecure`` applied)."""
+    conf = {k: v for k, v in settings.items() if str(k).startswith("ssl.")}
+    apply_verification(conf, settings)
+    return conf
+
+
+def _diagnose_tls(target: str) -> tuple[str, str] | None:
+    """Why the TLS handshake with the first bootstrap server fails, in plain words."""
+    from qctl.backends.kafka.wire import ssl_context_from_settings
+
+    settings = _SETTINGS_BY_TARGET.get(target)
+    if settings is None:
+        return None
+    host, _, port = target.split(",", maxsplit=1)[0].strip().rpartition(":")
+    try:
+        ctx = ssl_context_from_settings(ssl_settings(settings))
+        return security.diagnose(host.strip("[]"), int(port), ctx, timeout=5.0)
+    except (ValueError, OSError, QctlError):
+        return None
+
+
+def _uses_tls(target: str) -> bool:
+    settings = _SETTINGS_BY_TARGET.get(target) or {}
+    return "SSL" in str(settings.get("security.protocol", "")).upper()
+
+
+def _user(target: str) -> str:
+    settings = _SETTINGS_BY_TARGET.get(target) or {}
+    user = settings.get("sasl.username")
+    return f"user {user!r}" if user else "this client"
 
 
 class ErrorWatch:
@@ -87,6 +143,14 @@ class ErrorWatch:
             KafkaError._ALL_BROKERS_DOWN,
         }
         with self._lock:
+            # A failed SASL or TLS handshake is followed by "all brokers down": name the cause.
+            for err in reversed(self.errors):
+                if err.code() in (
+                    KafkaError._AUTHENTICATION,
+                    KafkaError.SASL_AUTHENTICATION_FAILED,
+                    KafkaError._SSL,
+                ):
+                    return err
             for err in reversed(self.errors):
                 if err.code() == KafkaError._ALL_BROKERS_DOWN:
                     # "1/1 brokers are down" says less than the connect error before it.
@@ -116,20 +180,37 @@ def translate(err: Any, target: str, action: str = "connect to") -> QctlError:
         return UnreachableError(f"cannot {action} kafka at {target}: {err}")
     code = err.code()
     text = _clean(err.str())
-    auth_codes = {
-        KafkaError._AUTHENTICATION,
-        KafkaError.SASL_AUTHENTICATION_FAILED,
-        KafkaError.TOPIC_AUTHORIZATION_FAILED,
-        KafkaError.GROUP_AUTHORIZATION_FAILED,
-        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
-        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+    if code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+        if "SSL" in text and "handshake" in text:
+            code = KafkaError._SSL  # librdkafka files some TLS failures under auth
+        else:
+            return AuthenticationError(
+                f"kafka at {target} rejected the SASL credentials of {_user(target)} "
+                f"(authentication failed): {text}",
+                "check sasl.username, sasl.password and sasl.mechanism",
+            )
+    authz = {
+        KafkaError.TOPIC_AUTHORIZATION_FAILED: ("topic", "the topic"),
+        KafkaError.GROUP_AUTHORIZATION_FAILED: ("group", "the consumer group"),
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED: ("cluster", "the cluster"),
+        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED: (
+            "transactional id",
+            "the transactional id",
+        ),
     }
-    if code in auth_codes:
+    if code in authz:
+        kind, what = authz[code]
         return AuthenticationError(
-            f"kafka at {target} refused access: {text}",
-            "check sasl.username/sasl.password and the ACLs of the user",
+            f"kafka at {target}: {_user(target)} is not authorized for {what} "
+            f"({kind} authorization failed): {text}",
+            f"grant the user ACLs on the {kind} (kafka-acls --add ...) or use another user",
         )
     if code == KafkaError._SSL:
+        cause = _diagnose_tls(target)
+        if cause is not None:
+            return AuthenticationError(
+                f"TLS handshake with kafka at {target} failed: {cause[0]}", cause[1]
+            )
         return AuthenticationError(
             f"TLS handshake with kafka at {target} failed: {text}",
             "check ssl.ca.location and the broker certificate",
@@ -139,6 +220,13 @@ def translate(err: Any, target: str, action: str = "connect to") -> QctlError:
             f"cannot resolve kafka at {target}: {text}", "check the bootstrap host names"
         )
     if code in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
+        if _uses_tls(target):
+            # A failed handshake often surfaces only as "transport failure": look closer.
+            cause = _diagnose_tls(target)
+            if cause is not None:
+                return AuthenticationError(
+                    f"TLS handshake with kafka at {target} failed: {cause[0]}", cause[1]
+                )
         return UnreachableError(
             f"kafka at {target} is unreachable: {text}",
             "check bootstrap_servers (`qctl context show`) and that the cluster is running",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from qctl.backends.base import BackendConfig
 from qctl.backends.kafka.client import ErrorWatch, bootstrap_of, client_config, translate
-from qctl.errors import OperationTimeout, QctlError
+from qctl.errors import AuthenticationError, OperationTimeout, QctlError
 
 if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient
@@ -34,6 +34,9 @@ class KafkaCore:
         self.settings: Mapping[str, Any] = config.settings
         self.timeout = config.timeout
         self.bootstrap = bootstrap_of(self.settings)
+        # Refuse a bad configuration (e.g. verification off without insecure: true)
+        # before any client exists, as a usage error rather than a connection failure.
+        client_config(self.settings, self.timeout)
         self._admin: AdminClient | None = None
         self._admin_errors = ErrorWatch()
         #: Cleanups registered by mixins for the clients they create (producers, ...).
@@ -103,6 +106,37 @@ class KafkaCore:
             fatal = self._admin_errors.fatal()
             if fatal is not None:
                 raise translate(fatal, self.bootstrap)
+
+    def topic_access_error(self, topic: str) -> QctlError | None:
+        """Why ``topic`` is missing from the metadata, when the reason is the ACLs.
+
+        A full metadata request silently leaves out topics the user may not describe,
+        so "does not exist" would be a lie on a cluster with an authorizer. Asking for
+        the topic by name (DescribeTopicPartitions, never auto-creates) tells us.
+        Only on secured connections: without authentication there are no ACLs to blame.
+        """
+        if "SASL" not in str(self.settings.get("security.protocol", "")).upper():
+            return None
+        from confluent_kafka import KafkaError, KafkaException, TopicCollection
+
+        try:
+            futures = self.admin().describe_topics(
+                TopicCollection([topic]), request_timeout=self.timeout
+            )
+            futures[topic].result(timeout=self.timeout + 1)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                user = self.settings.get("sasl.username")
+                return AuthenticationError(
+                    f"kafka at {self.bootstrap}: user {user!r} is not authorized for topic "
+                    f"{topic!r} (topic authorization failed; Kafka does not say whether "
+                    "it exists)",
+                    "grant the user ACLs on the topic (kafka-acls --add ...) or use another user",
+                )
+        except Exception:  # only a diagnosis: the caller reports "not found" then
+            log.debug("describing topic %s failed", topic, exc_info=True)
+        return None
 
     def _result(self, future: Any, what: str) -> Any:
         """Wait for an admin future within the timeout; errors become qctl errors."""

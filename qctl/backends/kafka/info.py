@@ -96,22 +96,10 @@ class KafkaClusterInfo(KafkaCore):
         return quorum, versions
 
     def _ssl_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=self.settings.get("ssl.ca.location"))
-        cert = self.settings.get("ssl.certificate.location")
-        if cert:
-            ctx.load_cert_chain(
-                cert, self.settings.get("ssl.key.location"), self.settings.get("ssl.key.password")
-            )
-        algorithm = str(self.settings.get("ssl.endpoint.identification.algorithm", "https"))
-        if algorithm.lower() == "none":
-            ctx.check_hostname = False
-        if str(self.settings.get("enable.ssl.certificate.verification", "true")).lower() in (
-            "false",
-            "0",
-        ):
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
+        from qctl.backends.kafka.client import ssl_settings
+        from qctl.backends.kafka.wire import ssl_context_from_settings
+
+        return ssl_context_from_settings(ssl_settings(self.settings))
 
     @staticmethod
     def _describe_versions(versions: Any, info: ClusterInfo) -> None:

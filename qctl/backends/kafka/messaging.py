@@ -98,6 +98,9 @@ class KafkaMessaging(KafkaCore):
                 metadata = client.list_topics(timeout=max(min(0.5, remaining), 0.05))
                 break
             except Exception as exc:
+                # Serves error_cb (safe: called before any assign/subscribe, so a
+                # consumer has nothing to return yet).
+                client.poll(0)
                 fatal = errors.fatal()
                 if fatal is not None:
                     raise translate(fatal, self.bootstrap) from exc
@@ -106,6 +109,9 @@ class KafkaMessaging(KafkaCore):
                     raise translate(err, self.bootstrap) from exc
         topic = metadata.topics.get(ref.name)
         if topic is None or (topic.error is not None and not topic.partitions):
+            denied = self.topic_access_error(ref.name)
+            if denied is not None:
+                raise denied
             raise NotFoundError(
                 f"topic {ref.name!r} does not exist on kafka at {self.bootstrap}",
                 "check the name (`qctl topology export -b kafka` lists topics) or create it",

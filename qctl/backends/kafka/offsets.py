@@ -210,7 +210,9 @@ class KafkaOffsetAdmin(KafkaCore):
 
         if protocol not in ("SSL", "SASL_SSL"):
             return None
-        return ssl_context_from_settings(self.settings)
+        from qctl.backends.kafka.client import ssl_settings
+
+        return ssl_context_from_settings(ssl_settings(self.settings))
 
     def _left(self, deadline: float) -> float:
         left = deadline - time.monotonic()

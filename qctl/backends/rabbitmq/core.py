@@ -8,6 +8,7 @@ stays cheap. Every connection attempt and HTTP request is bounded by the timeout
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
@@ -15,7 +16,7 @@ from qctl.backends.base import BackendConfig
 from qctl.backends.rabbitmq.management import ManagementAPI
 from qctl.backends.rabbitmq.settings import RabbitSettings, parse_settings
 from qctl.config import SECRETS
-from qctl.errors import AuthenticationError, UnreachableError
+from qctl.errors import AuthenticationError, QctlError, UnreachableError
 
 if TYPE_CHECKING:
     import pika
@@ -84,7 +85,7 @@ class RabbitCore:
         if s.tls:
             ssl_options = pika.SSLOptions(s.ssl_context(), server_hostname=s.host)
         credentials: Any
-        if s.tls and s.cert_file and not s.password:
+        if s.external:
             credentials = pika.credentials.ExternalCredentials()
         else:
             credentials = pika.PlainCredentials(s.username, s.password)
@@ -111,9 +112,16 @@ class RabbitCore:
         try:
             return pika.BlockingConnection(self.connection_parameters())
         except (pe.ProbableAuthenticationError, pe.AuthenticationError) as exc:
+            if self.settings.external:
+                raise AuthenticationError(
+                    f"RabbitMQ at {self.target()} refused the client certificate login "
+                    "(EXTERNAL, ACCESS_REFUSED)",
+                    "check that a user named like the certificate's CN exists and that the "
+                    "rabbitmq_auth_mechanism_ssl plugin is enabled",
+                ) from exc
             raise AuthenticationError(
                 f"RabbitMQ at {self.target()} refused the credentials of user "
-                f"{self.settings.username!r}",
+                f"{self.settings.username!r} (wrong user name or password, ACCESS_REFUSED)",
                 "check the user name and password in the rabbitmq url",
             ) from exc
         except pe.ProbableAccessDeniedError as exc:
@@ -128,11 +136,35 @@ class RabbitCore:
                 f"{exc.reply_text}",
                 "check the vhost and the user's permissions",
             ) from exc
-        except pe.AMQPConnectionError as exc:
+        except (pe.AMQPConnectionError, ssl.SSLError) as exc:
+            # pika raises a failed certificate check as it is, other failures wrapped.
+            cause = None
+            if self.settings.tls:
+                cause = _tls_cause(exc, self.settings.host) or self._diagnose_tls()
+            if cause is not None:
+                raise AuthenticationError(
+                    f"TLS handshake with RabbitMQ at {self.target()} failed: {cause[0]}",
+                    cause[1],
+                ) from exc
+            if not isinstance(exc, pe.AMQPConnectionError):
+                raise AuthenticationError(
+                    f"TLS handshake with RabbitMQ at {self.target()} failed: {exc}",
+                    "check ca_file, cert_file and key_file",
+                ) from exc
             raise UnreachableError(
                 f"RabbitMQ at {self.target()} is unreachable: {_root_cause(exc)}",
                 "check the rabbitmq url (`qctl context show`) and that the node is running",
             ) from exc
+
+    def _diagnose_tls(self) -> tuple[str, str] | None:
+        """Why the TLS connection failed, from a fresh handshake (pika often only sees EOF)."""
+        from qctl.security import diagnose
+
+        s = self.settings
+        try:
+            return diagnose(s.host, s.port, s.ssl_context(), timeout=min(self.timeout, 5.0))
+        except (OSError, ValueError):
+            return None
 
     def connection(self) -> pika.BlockingConnection:
         """The shared AMQP connection of this backend, opened on first use."""
@@ -141,10 +173,50 @@ class RabbitCore:
         return self._connection
 
 
+def channel_refusal(exc: Any, action: str, target: str) -> QctlError:
+    """A channel closed by the broker (``ChannelClosedByBroker``) as a qctl error.
+
+    403 ACCESS_REFUSED means the user lacks a permission (configure to declare or
+    delete, write to publish, read to consume): exit 3 with the cause named.
+    """
+    code, text = getattr(exc, "reply_code", None), str(getattr(exc, "reply_text", exc))
+    if code == 403:
+        return AuthenticationError(
+            f"RabbitMQ at {target} refused to {action}: ACCESS_REFUSED (missing permission): "
+            f"{text}",
+            "grant the user configure/write/read permissions on the vhost "
+            "(rabbitmqctl set_permissions)",
+        )
+    return QctlError(f"RabbitMQ at {target} refused to {action}: {code} {text}")
+
+
 def decode_text(value: Any) -> str | None:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return None if value is None else str(value)
+
+
+def _tls_cause(exc: BaseException, host: str) -> tuple[str, str] | None:
+    """(cause, fix) when a TLS failure is somewhere inside pika's wrapped exceptions."""
+    from qctl.security import explain
+
+    current: Any = exc
+    for _ in range(6):
+        if isinstance(current, BaseException):
+            found = explain(current, host)
+            if found is not None:
+                return found
+        inner = getattr(current, "exception", None)
+        items = getattr(current, "exceptions", None)
+        if items:
+            inner = items[-1]
+        if inner is None and getattr(current, "args", None):
+            candidate = current.args[0]
+            inner = candidate if isinstance(candidate, BaseException) else None
+        if inner is None:
+            return None
+        current = inner
+    return None
 
 
 def _root_cause(exc: BaseException) -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, cast
 from qctl.backends.capabilities.deadletters import QUEUE, DeadLetterQueue, DeadLetterTraits
 from qctl.backends.capabilities.queues import SupportsQueueStats
 from qctl.backends.rabbitmq.behaviour import behaviour_for
-from qctl.backends.rabbitmq.core import RabbitCore, decode_text
+from qctl.backends.rabbitmq.core import RabbitCore, channel_refusal, decode_text
 from qctl.errors import NotFoundError, QctlError, UsageError
 from qctl.refs import Ref
 
@@ -139,15 +139,17 @@ class RabbitDeadLetters(RabbitCore):
                 return ref
             except pe.ChannelClosedByBroker as exc:
                 if exc.reply_code != 404:
-                    raise QctlError(
-                        f"RabbitMQ refused to inspect {name!r}: {exc.reply_text}"
-                    ) from None
+                    raise channel_refusal(exc, f"inspect {name!r}", self.target()) from None
             queue_type = self._dlq_type(dlq)
             arguments = {"x-queue-type": queue_type} if queue_type == "quorum" else None
             channel = conn.channel()
             try:
                 channel.queue_declare(name, durable=True, arguments=arguments)
             except pe.ChannelClosedByBroker as exc:
+                if exc.reply_code == 403:
+                    raise channel_refusal(
+                        exc, f"declare the parking lot {name!r}", self.target()
+                    ) from None
                 raise QctlError(
                     f"RabbitMQ refused to declare the parking lot {name!r}: {exc.reply_text}",
                     "declare it yourself (e.g. in the topology file) and retry",

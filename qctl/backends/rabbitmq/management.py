@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ssl
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from qctl.errors import (
     AuthenticationError,
@@ -78,6 +78,13 @@ class ManagementAPI:
                 "raise --timeout or check the node's health",
             ) from exc
         except httpx.ConnectError as exc:
+            cause = _tls_cause(exc, urlsplit(self.base_url).hostname or "")
+            if cause is not None:
+                raise AuthenticationError(
+                    f"TLS handshake with the RabbitMQ management API at {self.base_url} "
+                    f"failed: {cause[0]}",
+                    cause[1],
+                ) from exc
             if _is_tls_failure(exc):
                 raise AuthenticationError(
                     f"TLS handshake with the RabbitMQ management API at {self.base_url} "
@@ -97,12 +104,27 @@ class ManagementAPI:
 
     def _decode(self, method: str, path: str, response: httpx.Response) -> Any:
         status = response.status_code
-        if status in (401, 403):
+        if status == 401 and "login failed" not in _reason(response).lower():
+            # RabbitMQ answers 401 also for a known user lacking a tag ("Not
+            # administrator user"): that is a permission problem, not bad credentials.
             raise AuthenticationError(
-                f"RabbitMQ management API at {self.base_url} refused {method} {path} "
-                f"(HTTP {status})",
-                "check the user name and password, and that the user has the "
-                "management (or administrator) tag and permissions on the vhost",
+                f"RabbitMQ management API at {self.base_url}: access refused for "
+                f"{method} {path} (HTTP 401, missing permission): {_reason(response)}",
+                "grant the user configure/write/read permissions on the vhost "
+                "(rabbitmqctl set_permissions) or the tag it needs (set_user_tags)",
+            )
+        if status == 401:
+            raise AuthenticationError(
+                f"RabbitMQ management API at {self.base_url} refused the credentials "
+                f"(HTTP 401, wrong user name or password) for {method} {path}",
+                "check the user name and password (management_username/management_password)",
+            )
+        if status == 403:
+            raise AuthenticationError(
+                f"RabbitMQ management API at {self.base_url}: access refused for "
+                f"{method} {path} (HTTP 403, missing permission): {_reason(response)}",
+                "grant the user configure/write/read permissions on the vhost "
+                "(rabbitmqctl set_permissions) or the management tag",
             )
         if status == 404:
             raise NotFoundError(f"{path} not found on the RabbitMQ management API")
@@ -124,6 +146,20 @@ def _reason(response: httpx.Response) -> str:
     if isinstance(body, dict):
         return str(body.get("reason") or body.get("error") or body)
     return str(body)
+
+
+def _tls_cause(exc: BaseException, host: str) -> tuple[str, str] | None:
+    """(cause, fix) for an ssl error inside httpx's ConnectError."""
+    from qctl.security import explain
+
+    current: BaseException | None = exc
+    for _ in range(6):
+        if current is None:
+            return None
+        if isinstance(current, ssl.SSLError):
+            return explain(current, host)
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _is_tls_failure(exc: Exception) -> bool:

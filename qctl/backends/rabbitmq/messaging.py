@@ -42,7 +42,7 @@ from qctl.backends.capabilities.messaging import (
     expand,
 )
 from qctl.backends.rabbitmq.behaviour import Behaviour, behaviour_for
-from qctl.backends.rabbitmq.core import RabbitCore, decode_text
+from qctl.backends.rabbitmq.core import RabbitCore, channel_refusal, decode_text
 from qctl.backends.rabbitmq.management import quote_segment
 from qctl.backends.rabbitmq.publisher import ConfirmingPublisher, Publication
 from qctl.errors import NotFoundError, QctlError, UnreachableError, UsageError
@@ -100,10 +100,7 @@ class RabbitMessaging(RabbitCore):
                     f"at {self.target()}",
                     "check the name and vhost (`qctl topology export -b rabbitmq` lists them)",
                 ) from None
-            raise QctlError(
-                f"RabbitMQ refused to inspect {ref.kind} {ref.name!r}: {exc.reply_code} "
-                f"{exc.reply_text}"
-            ) from None
+            raise channel_refusal(exc, f"inspect {ref.kind} {ref.name!r}", self.target()) from None
         finally:
             if channel.is_open:
                 channel.close()
@@ -433,8 +430,8 @@ class RabbitSession:
         except pe.ChannelClosedByBroker as exc:
             if exc.reply_code == 404:
                 raise NotFoundError(f"queue {self.queue!r} was deleted while reading") from None
-            raise QctlError(
-                f"RabbitMQ closed the channel: {exc.reply_code} {exc.reply_text}"
+            raise channel_refusal(
+                exc, f"let us read queue {self.queue!r}", self.backend.target()
             ) from None
         except pe.AMQPConnectionError as exc:
             raise UnreachableError(

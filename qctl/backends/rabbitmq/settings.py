@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from qctl import security
 from qctl.config import redact_url
 from qctl.errors import ConfigError
 
@@ -24,6 +25,7 @@ KNOWN_KEYS = {
     "key_file",
     "key_password",
     "verify",
+    "insecure",
     "dlq_patterns",
 }
 
@@ -45,6 +47,11 @@ class RabbitSettings:
     key_file: str | None
     key_password: str | None
     verify: bool
+
+    @property
+    def external(self) -> bool:
+        """TLS with a client certificate and no password: log in with EXTERNAL."""
+        return self.tls and bool(self.cert_file) and not self.password
 
     @property
     def safe_url(self) -> str:
@@ -83,14 +90,19 @@ def parse_settings(settings: Mapping[str, Any]) -> RabbitSettings:
     host = parts.hostname or "localhost"
     username = unquote(parts.username) if parts.username is not None else "guest"
     password = unquote(parts.password) if parts.password is not None else "guest"
+    if tls and settings.get("cert_file") and parts.password is None:
+        # A client certificate and no password in the URL: EXTERNAL, the user is the
+        # certificate's CN; the management API still needs management_* credentials.
+        password = ""
     # The URL path is the vhost; an empty path means the default vhost "/".
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
     vhost = unquote(path) if path else "/"
     default_mgmt = f"{'https' if tls else 'http'}://{host}:{15671 if tls else 15672}"
     management_url = str(settings.get("management_url") or default_mgmt)
-    verify = settings.get("verify", True)
-    if isinstance(verify, str):
-        verify = verify.lower() not in ("false", "0", "no")
+    insecure = security.is_insecure(settings, "rabbitmq")
+    verify = security.flag(settings, "verify", "rabbitmq", default=True) and not insecure
+    if not verify and not insecure:
+        raise security.refuse_silent_off("rabbitmq", "verify: false")
     return RabbitSettings(
         url=url,
         host=host,

@@ -35,7 +35,7 @@ from qctl.backends.capabilities.topology import (
     TopologyChange,
     TopologyQuery,
 )
-from qctl.backends.rabbitmq.core import RabbitCore
+from qctl.backends.rabbitmq.core import RabbitCore, channel_refusal
 from qctl.backends.rabbitmq.management import ManagementAPI, quote_segment
 from qctl.errors import AuthenticationError, NotFoundError, QctlError
 
@@ -209,6 +209,10 @@ class RabbitTopologyAdmin(RabbitCore):
     def _topo_one(self, api: ManagementAPI, vhost: str, change: TopologyChange) -> ChangeResult:
         try:
             self._topo_request(api, vhost, change)
+        except AuthenticationError:
+            # Missing rights (e.g. no configure permission on the vhost) will refuse every
+            # other object too: stop with that one error instead of a list of failures.
+            raise
         except QctlError as exc:
             return ChangeResult(change, False, exc.what)
         return ChangeResult(change, True)
@@ -338,7 +342,7 @@ class RabbitTopologyAdmin(RabbitCore):
         except pe.ChannelClosedByBroker as exc:
             if exc.reply_code == 404:
                 raise NotFoundError(f"queue {queue!r} does not exist in vhost {vhost!r}") from exc
-            raise QctlError(f"cannot inspect queue {queue!r}: {exc.reply_text}") from exc
+            raise channel_refusal(exc, f"inspect queue {queue!r}", self.target()) from exc
         finally:
             if channel.is_open:
                 channel.close()
