@@ -14,6 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests check correctness, not speed: on a loaded 2-core CI machine a single
+# example can take longer than hypothesis' default 200 ms deadline.
+settings.register_profile("qctl", deadline=None)
+settings.load_profile("qctl")
 
 KAFKA_BOOTSTRAP = os.environ.get("QCTL_TEST_KAFKA", "127.0.0.1:9092")
 RABBITMQ_URL = os.environ.get("QCTL_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/")
