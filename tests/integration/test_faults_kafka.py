@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -22,11 +21,23 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.kafka_cluster import KafkaCluster
-from tests.integration.dlq_support import kafka_end, kill_leftovers, read_kafka, wait_for
+from tests.integration.dlq_support import (
+    fill_kafka,
+    ids,
+    kafka_end,
+    kill_leftovers,
+    only_job,
+    qctl_dead_letter,
+    qctl_process,
+    read_kafka,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka, pytest.mark.disruptive]
 
 PRODUCED = 100_000
+REDRIVEN = 30_000
+REPLAYED = 30_000
 
 
 @pytest.fixture(autouse=True)
@@ -37,8 +48,6 @@ def _no_stray_qctl() -> Iterator[None]:
 
 
 def start_qctl(cluster: KafkaCluster, *args: str) -> subprocess.Popen[str]:
-    from tests.integration.dlq_support import qctl_process
-
     return qctl_process(*args, env=cluster.qctl_env())
 
 
@@ -90,9 +99,7 @@ def test_produce_survives_a_killed_broker(
         "-o",
         "json",
     )
-    kill_and_restart(
-        cluster, victim, proc, lambda: kafka_end(cluster.bootstrap, topic) >= 15_000
-    )
+    kill_and_restart(cluster, victim, proc, lambda: kafka_end(cluster.bootstrap, topic) >= 15_000)
     rc, out, err = finish(proc)
     assert rc == 0, err
     assert "Traceback" not in err
@@ -105,3 +112,151 @@ def test_produce_survives_a_killed_broker(
     assert max(got.values()) == 1, [v for v, n in got.items() if n > 1][:10]
     if victim_role == "partition-leader":
         assert victim in leaders_before.values()
+
+
+def finish_job(
+    cluster: KafkaCluster, proc: subprocess.Popen[str], kind: str, command: list[str]
+) -> None:
+    """The disturbed run ended done (0) or resumable (1); resume it then, to completion."""
+    rc, _out, err = finish(proc)
+    print(f"{kind} with a broker killed: exit {rc}; {err.strip()[-300:]}")
+    assert "Traceback" not in err
+    assert rc in (0, 1), err
+    if rc == 1:
+        assert "--resume" in err, err
+        resumed = subprocess.run(
+            [sys.executable, "-m", "qctl", *command, "--resume", only_job(kind), "--timeout", "30"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **cluster.qctl_env()},
+            timeout=240,
+            check=False,
+        )
+        assert resumed.returncode == 0, resumed.stderr
+
+
+def committed(cluster: KafkaCluster, group: str, topic: str) -> int:
+    """Sum of ``group``'s committed offsets on ``topic``."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group})
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        offsets = consumer.committed([TopicPartition(topic, p) for p in parts], timeout=20)
+        return sum(max(tp.offset, 0) for tp in offsets)
+    finally:
+        consumer.close()
+
+
+def test_dlq_redrive_survives_a_killed_broker(cluster: KafkaCluster, unique: str) -> None:
+    bootstrap = cluster.bootstrap
+    origin = cluster.create_topic(unique, partitions=3)
+    dlq = cluster.create_topic(f"{unique}.dlq", partitions=3)
+    fill_kafka(bootstrap, dlq, REDRIVEN, lambda i: qctl_dead_letter(origin, i))
+    victim = cluster.busiest_leader(origin)
+    proc = start_qctl(
+        cluster,
+        "dlq",
+        "redrive",
+        f"kafka:{dlq}",
+        "--rate",
+        "5000",
+        "--yes",
+        "--timeout",
+        "30",
+    )
+    kill_and_restart(cluster, victim, proc, lambda: kafka_end(bootstrap, origin) > 3_000)
+    finish_job(cluster, proc, "redrive", ["dlq", "redrive"])
+    got = ids(read_kafka(bootstrap, origin, timeout=60))
+    assert got == dict.fromkeys(range(REDRIVEN), 1)  # nothing lost, nothing twice
+    # The DLQ's position moved past everything, and only past what was written.
+    assert committed(cluster, f"qctl.dlq.{dlq}", dlq) == kafka_end(bootstrap, dlq) == REDRIVEN
+
+
+def test_replay_survives_a_killed_broker(cluster: KafkaCluster, unique: str) -> None:
+    bootstrap = cluster.bootstrap
+    source = cluster.create_topic(unique, partitions=3)
+    target = cluster.create_topic(f"{unique}-copy", partitions=3)
+    fill_kafka(bootstrap, source, REPLAYED, lambda i: [("seq", str(i).encode())])
+    victim = cluster.busiest_leader(target)
+    command = ["replay", f"kafka:{source}", "--to", f"kafka:{target}"]
+    proc = start_qctl(cluster, *command, "--rate", "5000", "--yes", "--timeout", "30")
+    kill_and_restart(cluster, victim, proc, lambda: kafka_end(bootstrap, target) > 3_000)
+    finish_job(cluster, proc, "replay", ["replay"])
+    copies = read_kafka(bootstrap, target, timeout=60)  # read_committed
+    assert ids(copies) == dict.fromkeys(range(REPLAYED), 1)
+
+
+def test_lag_watch_keeps_running_and_recovers(cluster: KafkaCluster, unique: str) -> None:
+    """The live view rides out a kill of the busiest leader; fresh lag shows during and after."""
+    import asyncio
+
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    from qctl.backends.base import BackendConfig
+    from qctl.backends.kafka import KafkaBackend
+    from qctl.lag.collect import LagCollector, Selection
+    from qctl.tui.app import LagApp
+    from qctl.tui.widgets.lag_table import LagTable
+
+    topic = cluster.create_topic(unique, partitions=3)
+    group = f"{unique}-g"
+
+    def produce(per_partition: int) -> None:
+        producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
+        for p in range(3):
+            for _ in range(per_partition):
+                producer.produce(topic, b"m", partition=p)
+        assert producer.flush(60) == 0
+
+    produce(10)
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group})
+    consumer.commit(offsets=[TopicPartition(topic, p, 3) for p in range(3)], asynchronous=False)
+    consumer.close()
+    settings = {"bootstrap_servers": cluster.bootstrap}
+    source = LagCollector(
+        context="test",
+        backends={"kafka": lambda: KafkaBackend.from_config(BackendConfig("test", settings, 3.0))},
+        targets={"kafka": cluster.bootstrap},
+        selection=Selection(groups=(group,)),
+        timeout=3.0,
+    )
+    app = LagApp(source, interval=0.5)
+    key = f"kafka:{group}"
+    victim = cluster.busiest_leader(topic)
+    timings: dict[str, float] = {}
+
+    def lag() -> str:
+        table = app.query_one(LagTable)
+        return str(table.get_cell(key, "lag")) if key in table.row_keys else ""
+
+    async def until(check: object, what: str, limit: float = 60) -> float:
+        start = time.monotonic()
+        while not check():  # type: ignore[operator]
+            assert app.is_running, f"the app stopped while waiting for {what}"
+            assert time.monotonic() - start < limit, f"timed out waiting for {what}"
+            await asyncio.sleep(0.1)
+        return time.monotonic() - start
+
+    async def scenario() -> None:
+        async with app.run_test(size=(160, 40)):
+            await until(lambda: lag() == "21", "the first lag")
+            await asyncio.to_thread(cluster.kill, victim)
+            killed = time.monotonic()
+            await asyncio.to_thread(produce, 3)  # lands on the surviving ISR of two
+            # Fresh data while the node is dead: the new lag, from a refresh after the kill.
+            refreshes = app.refresh_count
+            await until(
+                lambda: lag() == "30" and app.refresh_count > refreshes + 1 and not app.errors,
+                "fresh lag with a node down",
+            )
+            timings["fresh_after_kill"] = time.monotonic() - killed
+            await asyncio.to_thread(cluster.start, victim)
+            started = time.monotonic()
+            await asyncio.to_thread(produce, 2)
+            await until(lambda: lag() == "36" and not app.errors, "fresh lag after the restart")
+            timings["fresh_after_restart"] = time.monotonic() - started
+            assert app.is_running
+
+    asyncio.run(scenario())
+    print(f"lag --watch, node {victim} killed: {timings}")
