@@ -1,7 +1,7 @@
-"""A RabbitMQ node restart in the middle of `qctl produce` with publisher confirms.
+"""A RabbitMQ node restart (or kill -9) in the middle of `qctl produce` with confirms.
 
 On the private broker pair (``private_brokers``): persistent messages to a durable queue,
-the node restarted while qctl publishes. What qctl reports as sent must be in the queue
+the node restarted (cleanly, or killed and started) while qctl publishes. What qctl reports as sent must be in the queue
 after the restart, and what it could not get confirmed must be reported as failed, not
 as sent: exit 4 (partial failure) with both counts, no traceback.
 """
@@ -37,8 +37,9 @@ def rabbit(private_brokers: PrivateBrokers, unique: str) -> Iterator[RabbitSetup
     setup.cleanup()
 
 
+@pytest.mark.parametrize("how", ["restart", "kill-9"])
 def test_restart_mid_produce_counts_only_confirmed_as_sent(
-    private_brokers: PrivateBrokers, rabbit: RabbitSetup, tmp_path: Path
+    private_brokers: PrivateBrokers, rabbit: RabbitSetup, tmp_path: Path, how: str
 ) -> None:
     queue = rabbit.queue(f"{rabbit.prefix}.durable")
     source = tmp_path / "ids.txt"
@@ -58,7 +59,11 @@ def test_restart_mid_produce_counts_only_confirmed_as_sent(
     )
     wait_for(lambda: rabbit.count(queue) > 5_000, within=60)
     assert proc.poll() is None, "qctl finished before the restart; slow it down with --rate"
-    private_brokers.brokers("restart", "rabbitmq")
+    if how == "restart":
+        private_brokers.brokers("restart", "rabbitmq")
+    else:  # a crash: confirmed persistent messages must have been on disk already
+        private_brokers.brokers("kill", "rabbitmq")
+        private_brokers.brokers("start", "rabbitmq")
     try:
         out, err = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
@@ -72,6 +77,7 @@ def test_restart_mid_produce_counts_only_confirmed_as_sent(
     assert 0 < sent < PRODUCED and failed > 0, summary
     assert f"{sent} sent, {failed} failed" in err
     got = Counter(int(body) for _props, body in rabbit.drain_bodies(queue))
+    print(f"rabbitmq {how} mid-produce: {summary}, {len(got)} in the queue afterwards")
     assert max(got.values()) == 1  # nothing twice
     # Confirms come in publishing order on one channel: the first `sent` messages are the
     # confirmed ones, and each of them survived the restart.
