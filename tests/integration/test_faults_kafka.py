@@ -188,7 +188,8 @@ def test_replay_survives_a_killed_broker(cluster: KafkaCluster, unique: str) -> 
 
 
 def test_lag_watch_keeps_running_and_recovers(cluster: KafkaCluster, unique: str) -> None:
-    """The live view rides out a kill of the busiest leader; fresh lag shows during and after."""
+    """The live view rides out a kill of the busiest leader (fresh lag during and after), and
+    a whole-cluster outage (error shown, last rows dimmed, recovery once it is back)."""
     import asyncio
 
     from confluent_kafka import Consumer, Producer, TopicPartition
@@ -198,6 +199,7 @@ def test_lag_watch_keeps_running_and_recovers(cluster: KafkaCluster, unique: str
     from qctl.lag.collect import LagCollector, Selection
     from qctl.tui.app import LagApp
     from qctl.tui.widgets.lag_table import LagTable
+    from qctl.tui.widgets.status_bar import StatusBar
 
     topic = cluster.create_topic(unique, partitions=3)
     group = f"{unique}-g"
@@ -256,6 +258,20 @@ def test_lag_watch_keeps_running_and_recovers(cluster: KafkaCluster, unique: str
             await asyncio.to_thread(produce, 2)
             await until(lambda: lag() == "36" and not app.errors, "fresh lag after the restart")
             timings["fresh_after_restart"] = time.monotonic() - started
+            # The whole cluster down: the view keeps running, says so, keeps the row dimmed.
+            for node in range(1, cluster.nodes + 1):
+                await asyncio.to_thread(cluster.kill, node)
+            down = time.monotonic()
+            await until(lambda: "kafka" in app.errors, "the error with every node down")
+            timings["error_shown"] = time.monotonic() - down
+            assert app.query_one(LagTable).get_cell(key, "name").style == "dim"
+            assert "kafka:" in str(app.query_one(StatusBar).content)
+            up = time.monotonic()
+            await asyncio.to_thread(cluster.run, "up")
+            timings["cluster_up"] = time.monotonic() - up
+            await until(lambda: "kafka" not in app.errors and lag() == "36", "recovery")
+            timings["recovered_after_up_began"] = time.monotonic() - up
+            assert app.query_one(LagTable).get_cell(key, "name").style != "dim"
             assert app.is_running
 
     asyncio.run(scenario())

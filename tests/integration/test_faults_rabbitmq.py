@@ -1,9 +1,10 @@
 """A RabbitMQ node restart (or kill -9) in the middle of `qctl produce` with confirms.
 
 On the private broker pair (``private_brokers``): persistent messages to a durable queue,
-the node restarted (cleanly, or killed and started) while qctl publishes. What qctl reports as sent must be in the queue
-after the restart, and what it could not get confirmed must be reported as failed, not
-as sent: exit 4 (partial failure) with both counts, no traceback.
+the node restarted (cleanly, or killed and started) while qctl publishes. What qctl
+reports as sent must be in the queue after the restart, and what it could not get
+confirmed must be reported as failed, not as sent: exit 4 (partial failure) with both
+counts, no traceback.
 """
 
 from __future__ import annotations
