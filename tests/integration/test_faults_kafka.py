@@ -276,3 +276,45 @@ def test_lag_watch_keeps_running_and_recovers(cluster: KafkaCluster, unique: str
 
     asyncio.run(scenario())
     print(f"lag --watch, node {victim} killed: {timings}")
+
+
+#: Committed offsets of ``sys.argv[2]`` from qctl's Kafka backend at ``sys.argv[1]``, as
+#: JSON; run in a child process so that a crash of the client library is seen as one.
+COMMITTED = """
+import json, sys
+from qctl.backends.base import BackendConfig
+from qctl.backends.kafka import KafkaBackend
+from qctl.errors import QctlError
+backend = KafkaBackend.from_config(BackendConfig("t", {"bootstrap_servers": sys.argv[1]}, 15.0))
+try:
+    got = backend.committed_offsets([sys.argv[2]])[sys.argv[2]]
+    print(json.dumps({f"{tp.topic}/{tp.partition}": o for tp, o in got.items()}))
+except QctlError as exc:
+    print(json.dumps({"error": str(exc)}))
+"""
+
+
+def committed_in_child(bootstrap: str, group: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", COMMITTED, bootstrap, group],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_group_offsets_on_a_fresh_cluster_do_not_crash() -> None:
+    """Regression: librdkafka's ListConsumerGroupOffsets segfaulted on coordinator errors.
+
+    On a cluster without ``__consumer_offsets`` yet (what the coordinator also says during
+    a failover), the first OffsetFetch is answered with a coordinator error; librdkafka
+    2.16 crashed the process with SIGSEGV there (its issue #5040). qctl now fetches
+    committed offsets itself and retries on those errors.
+    """
+    from tests.fixtures.kafka_cluster import started_cluster
+
+    with started_cluster(nodes=1, graceful=False) as fresh:
+        proc = committed_in_child(fresh.bootstrap, "qctl-fresh-group")
+        assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+        assert json.loads(proc.stdout) == {}
