@@ -9,6 +9,7 @@ the error, recovers).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.kafka_cluster import KafkaCluster
+from tests.fixtures.kafka_cluster import KafkaCluster, started_cluster
 from tests.integration.dlq_support import (
     fill_kafka,
     ids,
@@ -72,6 +73,53 @@ def kill_and_restart(
     time.sleep(3)  # past the broker session timeout: the node is fenced, leaders move
     cluster.start(victim)
     return time.monotonic() - down
+
+
+#: Committed offsets of ``sys.argv[2]`` from qctl's Kafka backend at ``sys.argv[1]``, as
+#: JSON; run in a child process so that a crash of the client library is seen as one.
+COMMITTED = """
+import json, sys
+from qctl.backends.base import BackendConfig
+from qctl.backends.kafka import KafkaBackend
+from qctl.errors import QctlError
+backend = KafkaBackend.from_config(BackendConfig("t", {"bootstrap_servers": sys.argv[1]}, 15.0))
+try:
+    got = backend.committed_offsets([sys.argv[2]])[sys.argv[2]]
+    print(json.dumps({f"{tp.topic}/{tp.partition}": o for tp, o in got.items()}))
+except QctlError as exc:
+    print(json.dumps({"error": str(exc)}))
+"""
+
+
+def committed_in_child(bootstrap: str, group: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", COMMITTED, bootstrap, group],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_group_offsets_on_a_fresh_cluster_do_not_crash(kafka_cluster: KafkaCluster) -> None:
+    """Regression: librdkafka's ListConsumerGroupOffsets segfaulted on coordinator errors.
+
+    On a cluster without ``__consumer_offsets`` yet (what the coordinator also says during
+    a failover), the first OffsetFetch is answered with a coordinator error; librdkafka
+    2.16 crashed the process with SIGSEGV there (its issue #5040). qctl now fetches
+    committed offsets itself and retries on those errors.
+    """
+    # The session's cluster is fresh when this runs first (it is the file's first test);
+    # otherwise a one-node cluster of its own.
+    fresh_cluster: contextlib.AbstractContextManager[KafkaCluster]
+    if "__consumer_offsets" in kafka_cluster.admin().list_topics(timeout=10).topics:
+        fresh_cluster = started_cluster(nodes=1, graceful=False)
+    else:
+        fresh_cluster = contextlib.nullcontext(kafka_cluster)
+    with fresh_cluster as fresh:
+        proc = committed_in_child(fresh.bootstrap, "qctl-fresh-group")
+        assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+        assert json.loads(proc.stdout) == {}
 
 
 @pytest.mark.parametrize("victim_role", ["partition-leader", "active-controller"])
@@ -276,45 +324,3 @@ def test_lag_watch_keeps_running_and_recovers(cluster: KafkaCluster, unique: str
 
     asyncio.run(scenario())
     print(f"lag --watch, node {victim} killed: {timings}")
-
-
-#: Committed offsets of ``sys.argv[2]`` from qctl's Kafka backend at ``sys.argv[1]``, as
-#: JSON; run in a child process so that a crash of the client library is seen as one.
-COMMITTED = """
-import json, sys
-from qctl.backends.base import BackendConfig
-from qctl.backends.kafka import KafkaBackend
-from qctl.errors import QctlError
-backend = KafkaBackend.from_config(BackendConfig("t", {"bootstrap_servers": sys.argv[1]}, 15.0))
-try:
-    got = backend.committed_offsets([sys.argv[2]])[sys.argv[2]]
-    print(json.dumps({f"{tp.topic}/{tp.partition}": o for tp, o in got.items()}))
-except QctlError as exc:
-    print(json.dumps({"error": str(exc)}))
-"""
-
-
-def committed_in_child(bootstrap: str, group: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", COMMITTED, bootstrap, group],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def test_group_offsets_on_a_fresh_cluster_do_not_crash() -> None:
-    """Regression: librdkafka's ListConsumerGroupOffsets segfaulted on coordinator errors.
-
-    On a cluster without ``__consumer_offsets`` yet (what the coordinator also says during
-    a failover), the first OffsetFetch is answered with a coordinator error; librdkafka
-    2.16 crashed the process with SIGSEGV there (its issue #5040). qctl now fetches
-    committed offsets itself and retries on those errors.
-    """
-    from tests.fixtures.kafka_cluster import started_cluster
-
-    with started_cluster(nodes=1, graceful=False) as fresh:
-        proc = committed_in_child(fresh.bootstrap, "qctl-fresh-group")
-        assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
-        assert json.loads(proc.stdout) == {}
