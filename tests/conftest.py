@@ -26,8 +26,14 @@ RABBITMQ_URL = os.environ.get("QCTL_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.
 RABBITMQ_MANAGEMENT = os.environ.get("QCTL_TEST_RABBITMQ_MANAGEMENT", "http://127.0.0.1:15672")
 REPO = Path(__file__).resolve().parent.parent
 
-#: ``private_brokers``: a second broker pair for tests that restart brokers.
-pytest_plugins = ["tests.fixtures.private_brokers", "tests.fixtures.secure_brokers"]
+#: ``private_brokers``: a second broker pair for tests that restart brokers;
+#: ``secure_brokers``: the dev brokers' TLS/SASL listeners and contexts for them;
+#: ``kafka_cluster``: a private 3-node Kafka cluster for tests that kill a broker.
+pytest_plugins = [
+    "tests.fixtures.private_brokers",
+    "tests.fixtures.secure_brokers",
+    "tests.fixtures.kafka_cluster",
+]
 
 
 def _port_open(host: str, port: int) -> bool:

@@ -1,4 +1,4 @@
-"""The ApiVersions/DescribeQuorum decoders and the metadata.version table."""
+"""The ApiVersions/DescribeQuorum/OffsetFetch codecs and the metadata.version table."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from qctl.backends.kafka.wire import (
     _uvarint,
     decode_api_versions_response,
     decode_describe_quorum_response,
+    decode_offset_fetch_response,
     encode_api_versions_request,
+    encode_offset_fetch_request,
 )
 
 
@@ -79,9 +81,43 @@ def test_describe_quorum_response_is_decoded() -> None:
 
 @given(st.binary(max_size=200))
 def test_garbage_never_crashes_the_decoders(data: bytes) -> None:
-    for decode in (decode_api_versions_response, decode_describe_quorum_response):
+    for decode in (
+        decode_api_versions_response,
+        decode_describe_quorum_response,
+        decode_offset_fetch_response,
+    ):
         with contextlib.suppress(WireError):
             decode(data)
+
+
+def test_offset_fetch_request_asks_for_every_partition_of_the_group() -> None:
+    frame = encode_offset_fetch_request(5, "orders-svc")
+    api_key, version, correlation = struct.unpack(">hhi", frame[:8])
+    assert (api_key, version, correlation) == (9, 5, 5)
+    assert frame.endswith(struct.pack(">h", 10) + b"orders-svc" + struct.pack(">i", -1))
+
+
+def test_offset_fetch_response_is_decoded() -> None:
+    def string(s: str) -> bytes:
+        return struct.pack(">h", len(s)) + s.encode()
+
+    def partition(index: int, offset: int, error: int) -> bytes:
+        return (
+            struct.pack(">iqi", index, offset, -1)
+            + struct.pack(">h", -1)
+            + struct.pack(">h", error)
+        )
+
+    body = struct.pack(">ii", 5, 0) + struct.pack(">i", 1) + string("orders")
+    body += struct.pack(">i", 3) + partition(0, 42, 0) + partition(1, -1, 0) + partition(2, 7, 3)
+    body += struct.pack(">h", 16)
+    result = decode_offset_fetch_response(body)
+    assert result.error_code == 16  # NOT_COORDINATOR: the caller finds the coordinator again
+    assert result.partitions == {
+        ("orders", 0): (42, 0),
+        ("orders", 1): (-1, 0),
+        ("orders", 2): (7, 3),
+    }
 
 
 @pytest.mark.parametrize(

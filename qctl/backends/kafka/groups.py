@@ -2,7 +2,9 @@
 
 librdkafka groups ListOffsets by partition leader, so each ``list_offsets`` call is one
 request per broker for all partitions. OffsetFetch takes one group per request in
-confluent-kafka; all of them are sent at once and awaited together.
+confluent-kafka; all of them are sent at once and awaited together. Committed offsets
+are fetched with qctl's own wire client where it can (``committed``: librdkafka's admin
+call crashes the process during a coordinator failover).
 """
 
 from __future__ import annotations
@@ -118,6 +120,9 @@ class KafkaConsumerGroups(KafkaCore):
         ids = sorted(set(group_ids))
         if not ids:
             return {}
+        wire = self._committed_by_wire(ids)
+        if wire is not None:
+            return wire
         admin = self.admin()
         # One group per request (a confluent-kafka limit), all in flight at once.
         futures = {
@@ -138,6 +143,36 @@ class KafkaConsumerGroups(KafkaCore):
                 offsets[TopicPartition(tp.topic, tp.partition)] = offset
             out[group_id] = offsets
         return out
+
+    def _committed_by_wire(
+        self, ids: list[str]
+    ) -> dict[str, dict[TopicPartition, int | None]] | None:
+        """Committed offsets through qctl's wire client (see ``committed``); None: use admin.
+
+        The wire client speaks PLAINTEXT and SSL; SASL contexts keep librdkafka's admin
+        client (and with it librdkafka issue #5040 during coordinator failovers).
+        """
+        from qctl.backends.kafka.committed import CommittedOffsetsFetcher, WireUnsupported
+        from qctl.backends.kafka.offsets import _bootstrap_addresses
+        from qctl.backends.kafka.wire import ssl_context_from_settings
+
+        protocol = str(self.settings.get("security.protocol", "PLAINTEXT")).upper()
+        if protocol.startswith("SASL") or protocol not in ("PLAINTEXT", "SSL"):
+            return None
+        addresses = _bootstrap_addresses(self.bootstrap)
+        if not addresses:
+            return None
+        ssl_context = ssl_context_from_settings(self.settings) if protocol == "SSL" else None
+        fetcher = CommittedOffsetsFetcher(addresses, self.bootstrap, self.timeout, ssl_context)
+        try:
+            raw = fetcher.fetch(ids)
+        except WireUnsupported as exc:
+            log.debug("committed offsets through the admin client: %s", exc)
+            return None
+        return {
+            group: {TopicPartition(t, p): offset for (t, p), offset in offsets.items()}
+            for group, offsets in raw.items()
+        }
 
     def topic_partitions(self, topics: Iterable[str]) -> dict[str, int]:
         wanted = set(topics)

@@ -30,6 +30,7 @@ from typing import Any
 API_VERSIONS = 18
 DESCRIBE_QUORUM = 55
 FIND_COORDINATOR = 10
+OFFSET_FETCH = 9
 OFFSET_DELETE = 47
 
 #: Names of the Kafka error codes the requests above can return (Kafka's ``Errors``).
@@ -343,6 +344,39 @@ def decode_offset_delete_response(payload: bytes) -> OffsetDeleteResult:
     return result
 
 
+@dataclass
+class OffsetFetchResult:
+    """Top-level error of an OffsetFetch response, and each partition's offset and error."""
+
+    error_code: int
+    partitions: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+
+
+def encode_offset_fetch_request(correlation_id: int, group_id: str) -> bytes:
+    """OffsetFetch v5 (the last non-flexible one) for every partition the group committed.
+
+    A null topic array asks for all of the group's offsets, as Kafka's own tools do.
+    """
+    body = _string(group_id) + struct.pack(">i", -1)
+    return _request_header_v1(OFFSET_FETCH, 5, correlation_id) + body
+
+
+def decode_offset_fetch_response(payload: bytes) -> OffsetFetchResult:
+    r = _Reader(payload)
+    r.int32()  # correlation id (response header v0)
+    r.int32()  # throttle time
+    partitions: dict[tuple[str, int], tuple[int, int]] = {}
+    for _ in range(r.array_len()):
+        topic = r.string() or ""
+        for _ in range(r.array_len()):
+            partition = r.int32()
+            offset = r.int64()
+            r.int32()  # committed leader epoch
+            r.string()  # metadata
+            partitions[(topic, partition)] = (offset, r.int16())
+    return OffsetFetchResult(error_code=r.int16(), partitions=partitions)
+
+
 def ssl_context_from_settings(settings: Mapping[str, Any]) -> ssl.SSLContext:
     """An SSL context from librdkafka's ``ssl.*`` properties, for the probe's sockets."""
     ctx = ssl.create_default_context(cafile=settings.get("ssl.ca.location"))
@@ -420,6 +454,12 @@ class Probe:
         return decode_find_coordinator_response(
             self.request(encode_find_coordinator_request(self.correlation, group_id, version)),
             version,
+        )
+
+    def offset_fetch(self, group_id: str) -> OffsetFetchResult:
+        self.correlation += 1
+        return decode_offset_fetch_response(
+            self.request(encode_offset_fetch_request(self.correlation, group_id))
         )
 
     def offset_delete(self, group_id: str, partitions: dict[str, list[int]]) -> OffsetDeleteResult:
