@@ -44,7 +44,7 @@ class App:
             self._config = ConfigFile.load(self.config_path)
             if self._config.exists and world_readable(self._config.path):
                 self.warn(
-                    f"config file {self._config.path} is readable by other users; "
+                    f"config file {self._config.path} is accessible by other users; "
                     f"run `chmod 600 {self._config.path}`"
                 )
         return self._config
@@ -80,7 +80,7 @@ class App:
         from qctl.plugins import load_backend
 
         ctx = self.context()
-        settings = ctx.settings_for(name)
+        settings = ctx.settings_for(name, warn=self.warn)
         if settings is None:
             raise ConfigError(
                 f"context {ctx.name!r} has no {name} settings",

@@ -263,10 +263,12 @@ def peek(
     from qctl.dlq.access import Dlq, read_messages
     from qctl.dlq.inspect import peek_row, table_row
     from qctl.filters import compile_where
+    from qctl.messages import make_stdout_private
     from qctl.output import table
 
     predicate = compile_where(list(where))
     fmt = output or app.output_format or ("table" if sys.stdout.isatty() else "jsonl")
+    make_stdout_private()  # message data: `> f` gets mode 0600 like an archive
     queue = Dlq(dlq_ref, backend_cache(app, timeout))
     session = queue.peek_session()
     rows: list[dict[str, Any]] = []
