@@ -137,11 +137,15 @@ def read_secret_file(spec: Any, label: str, base_dir: Path | None, warn: Warn | 
             f"{label}: cannot read {path}: {exc.strerror}",
             "check that the file exists and is readable by you",
         ) from None
-    with os.fdopen(fd, "rb") as fh:
-        mode = os.fstat(fh.fileno()).st_mode
+    try:
+        mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             raise ConfigError(f"{label}: {path} is not a regular file")
-        data = fh.read(1 << 16)
+        data = os.read(fd, 1 << 16)
+    except OSError as exc:
+        raise ConfigError(f"{label}: cannot read {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
     if warn is not None and mode & 0o077:
         warn(f"secret file {path} is accessible by other users; run `chmod 600 {path}`")
     return _first_line(data, label, f"{path} is empty")
