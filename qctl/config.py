@@ -263,6 +263,10 @@ class ConfigFile:
             raise ConfigError(
                 f"cannot read config file {path}: {exc.strerror}", "check its permissions"
             ) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{path}: byte {exc.start + 1} is not UTF-8 text", "save the file as UTF-8"
+            ) from None
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:

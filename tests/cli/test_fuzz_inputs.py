@@ -145,6 +145,7 @@ def bad_configs(draw: Any) -> tuple[str, str, int, int]:
         st.sampled_from(
             [
                 "syntax",
+                "not-utf8",
                 "not-mapping",
                 "unknown-top-key",
                 "contexts-not-mapping",
@@ -170,6 +171,10 @@ def bad_configs(draw: Any) -> tuple[str, str, int, int]:
         at = draw(st.integers(0, len(lines)))
         lines.insert(at, draw(st.sampled_from(BROKEN_YAML)))
         return kind, "\n".join(lines), 2, 2
+    if kind == "not-utf8":
+        at = draw(st.integers(0, len(good)))
+        bad = draw(st.sampled_from(["\udcff", "\udcc3", "\udce9x"]))
+        return kind, good[:at] + bad + good[at:], 2, 2
     if kind == "not-mapping":
         return kind, yaml.safe_dump(draw(truthy_non_mapping)), 2, 2
     if kind == "unknown-top-key":
@@ -237,7 +242,7 @@ def test_malformed_config_files(
 ) -> None:
     _kind, text, show_code, info_code = case
     isolated_config.parent.mkdir(parents=True, exist_ok=True)
-    isolated_config.write_text(text)
+    isolated_config.write_bytes(text.encode("utf-8", "surrogateescape"))
     os.chmod(isolated_config, 0o600)
     env = {k: v for k, v in NOWHERE_ENV.items() if k == "QCTL_TIMEOUT"}
     with bounded():
