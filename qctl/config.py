@@ -15,7 +15,7 @@ import copy
 import os
 import re
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,9 +203,35 @@ class ResolvedContext:
     protected: bool
     source: str
     overrides: list[str] = field(default_factory=list)
+    base_dir: Path | None = None
+    _ready: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
-    def settings_for(self, backend: str) -> dict[str, Any] | None:
-        return self.backends.get(backend)
+    def settings_for(
+        self, backend: str, warn: Callable[[str], None] | None = None
+    ) -> dict[str, Any] | None:
+        """The backend's settings ready to connect with: secret sources resolved.
+
+        Only here do ``*_file`` and ``*_command`` settings get read or run (see
+        :mod:`qctl.secrets`), so showing a context never runs a command. The result is
+        a copy: the resolved secrets never reach the :class:`ConfigFile` that ``save()``
+        writes.
+        """
+        from qctl.secrets import URL_PASSWORD_BACKENDS, resolve_sources
+
+        if backend in self._ready:
+            return self._ready[backend]
+        settings = self.backends.get(backend)
+        if settings is None:
+            return None
+        ready = resolve_sources(
+            settings,
+            f"context {self.name!r} {backend}",
+            base_dir=self.base_dir,
+            warn=warn,
+            url_password=backend in URL_PASSWORD_BACKENDS,
+        )
+        self._ready[backend] = ready
+        return ready
 
     def redacted(self) -> dict[str, Any]:
         return {
@@ -237,6 +263,10 @@ class ConfigFile:
             raise ConfigError(
                 f"cannot read config file {path}: {exc.strerror}", "check its permissions"
             ) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{path}: byte {exc.start + 1} is not UTF-8 text", "save the file as UTF-8"
+            ) from None
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
@@ -312,6 +342,7 @@ class ConfigFile:
             protected=ctx.protected,
             source=source,
             overrides=overrides,
+            base_dir=self.path.parent if name in self.contexts else None,
         )
 
     def to_yaml(self) -> dict[str, Any]:
@@ -382,7 +413,8 @@ def parse_assignments(items: Iterable[str], what: str) -> dict[str, str]:
 
 
 def world_readable(path: Path) -> bool:
+    """True when group or others have any access to ``path`` (mode & 0o077)."""
     try:
-        return bool(path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH))
+        return bool(path.stat().st_mode & 0o077)
     except OSError:
         return False

@@ -558,7 +558,12 @@ class ArchiveWriter:
 
     @classmethod
     def open(cls, path: str | Path, append: bool = False) -> ArchiveWriter:
-        return cls(Path(path).open("a" if append else "w", encoding="utf-8"))
+        """Created with mode 0600 from the start: archives often hold personal data."""
+        import os
+
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+        fd = os.open(path, flags, 0o600)
+        return cls(os.fdopen(fd, "a" if append else "w", encoding="utf-8"))
 
     def write(self, message: Message) -> None:
         self.stream.write(message.to_line() + "\n")
@@ -578,3 +583,29 @@ class ArchiveWriter:
 
     def close(self) -> None:
         self.stream.close()
+
+
+def make_stdout_private(stream: IO[Any] | None = None) -> bool:
+    """Mode 0600 on stdout when it is a regular file (``qctl consume -o jsonl > f``).
+
+    The shell creates the file before qctl starts, with the user's umask (often 0644);
+    qctl tightens it before writing the first message. Pipes, terminals and files the
+    user does not own are left alone. Returns whether the mode was changed.
+    """
+    import os
+    import stat
+    import sys
+
+    stream = sys.stdout if stream is None else stream
+    try:
+        fd = stream.fileno()
+        st = os.fstat(fd)
+    except (OSError, ValueError, AttributeError):  # CliRunner's buffers have no fd
+        return False
+    if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o077 or st.st_uid != os.getuid():
+        return False
+    try:
+        os.fchmod(fd, stat.S_IMODE(st.st_mode) & 0o600)
+    except OSError:
+        return False
+    return True

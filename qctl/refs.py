@@ -79,10 +79,12 @@ def _kafka(text: str, rest: str) -> Ref:
         )
     partition = None
     if sep:
-        if not part.isdigit():
+        # ASCII only: str.isdigit() is also true for "²", which int() refuses.
+        if not (part.isascii() and part.isdigit()) or len(part) > 10 or int(part) >= 2**31:
             raise UsageError(
-                f"partition {part!r} in {text!r} is not a number",
-                "write it as kafka:TOPIC/PARTITION, e.g. kafka:orders/2",
+                f"partition {part!r} in {text!r} is not a partition number",
+                "write it as kafka:TOPIC/PARTITION with 0 <= PARTITION < 2147483648, "
+                "e.g. kafka:orders/2",
             )
         partition = int(part)
     return Ref(backend="kafka", kind="topic", name=name, partition=partition)

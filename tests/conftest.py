@@ -12,6 +12,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -91,3 +92,16 @@ def rabbitmq() -> str:
 def unique() -> Iterator[str]:
     """A name no other test (or parallel worker) uses."""
     yield f"qctl-test-{uuid.uuid4().hex[:10]}"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Report how many fuzz cases ran (tests record ``fuzz_cases``; works under xdist)."""
+    total = 0
+    for report in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get(
+        "failed", []
+    ):
+        for name, value in getattr(report, "user_properties", []):
+            if name == "fuzz_cases" and report.when == "call":
+                total += int(value)
+    if total:
+        terminalreporter.write_line(f"fuzz: {total} CLI cases tried")

@@ -22,6 +22,7 @@ from qctl import __version__
 from qctl.cli.app import App
 from qctl.config import SECRETS
 from qctl.errors import ExitCode, QctlError
+from qctl.errors import UsageError as QctlUsageError
 
 #: Built-in command groups: name -> "module:attribute", imported on first use.
 BUILTIN_COMMANDS: dict[str, str] = {
@@ -190,7 +191,17 @@ def _verbose_requested(args: Sequence[str]) -> bool:
 
 
 def error_line(what: str) -> str:
-    return SECRETS.scrub(f"qctl: error: {what}")
+    """The one error line: secrets scrubbed, and no character that would break the line
+    (newlines, or controls such as \\x1e that str.splitlines() also splits on) left raw."""
+    return SECRETS.scrub(f"qctl: error: {one_line(what)}")
+
+
+def one_line(text: str) -> str:
+    if text.isprintable():
+        return text
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -199,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     verbose = _verbose_requested(args)
     code: int = ExitCode.OK
     try:
+        _check_utf8(args)
         result = cli.main(args=args, prog_name="qctl", standalone_mode=False)
         if isinstance(result, int):
             code = result
@@ -242,6 +254,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = ExitCode.FAILED
     _flush()
     sys.exit(code)
+
+
+def _check_utf8(args: Sequence[str]) -> None:
+    """Refuse arguments that are not UTF-8 up front (Python keeps such bytes as lone
+    surrogates, which fail later wherever the text is encoded)."""
+    for position, arg in enumerate(args, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            raise QctlUsageError(
+                f"argument {position} ({shown!r}) is not valid UTF-8",
+                "pass binary message data with --file instead",
+            ) from None
 
 
 def _flush() -> None:

@@ -45,7 +45,7 @@ class App:
             self._config = ConfigFile.load(self.config_path)
             if self._config.exists and world_readable(self._config.path):
                 self.warn(
-                    f"config file {self._config.path} is readable by other users; "
+                    f"config file {self._config.path} is accessible by other users; "
                     f"run `chmod 600 {self._config.path}`"
                 )
         return self._config
@@ -62,7 +62,9 @@ class App:
         return Output(chosen, color=color_enabled(self.no_color, sys.stdout))
 
     def warn(self, message: str) -> None:
-        click.echo(f"qctl: warning: {SECRETS.scrub(message)}", err=True)
+        from qctl.cli import one_line
+
+        click.echo(f"qctl: warning: {SECRETS.scrub(one_line(message))}", err=True)
 
     def info(self, message: str) -> None:
         """Diagnostics that are not data: always stderr, so pipes carry only data."""
@@ -76,17 +78,27 @@ class App:
         installed = backend_names()
         return [name for name in self.context().backends if name in installed]
 
+    def check_backend(self, name: str) -> None:
+        """Fail now (exit 2) when the context has no settings for backend ``name``.
+
+        Commands with two ends (a source and a target) call it for the far end before
+        they start on the near one, so a typo in a reference costs no network round.
+        """
+        ctx = self.context()
+        if name not in ctx.backends:
+            raise ConfigError(
+                f"context {ctx.name!r} has no {name} settings",
+                f"add them with `qctl context set {ctx.name} ...` or pick another context",
+            )
+
     def backend(self, name: str, timeout: float) -> Backend:
         from qctl.backends.base import BackendConfig
         from qctl.plugins import load_backend
 
         ctx = self.context()
-        settings = ctx.settings_for(name)
-        if settings is None:
-            raise ConfigError(
-                f"context {ctx.name!r} has no {name} settings",
-                f"add them with `qctl context set {ctx.name} ...` or pick another context",
-            )
+        self.check_backend(name)
+        settings = ctx.settings_for(name, warn=self.warn)
+        assert settings is not None
         cls = load_backend(name)
         backend = cls.from_config(
             BackendConfig(context=ctx.name, settings=settings, timeout=timeout)

@@ -32,6 +32,8 @@ def info(app: App, backends: tuple[str, ...], timeout: float, output: str | None
     unreachable broker costs at most that long. Exit 3 when any backend is unreachable
     or refuses the credentials; the reachable ones are still shown.
     """
+    from qctl.cli import error_line
+
     names = list(backends) or app.backend_names()
     if not names:
         raise QctlError(
@@ -62,7 +64,7 @@ def info(app: App, backends: tuple[str, ...], timeout: float, output: str | None
         app.warn(warning)
     if failures:
         for err in failures[1:]:
-            click.echo(f"qctl: error: {err}", err=True)
+            click.echo(error_line(str(err)), err=True)
         first = failures[0]
         codes = {f.exit_code for f in failures}
         if codes == {ExitCode.UNREACHABLE}:

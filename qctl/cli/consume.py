@@ -125,6 +125,7 @@ def consume(
     from qctl.backends.base import require
     from qctl.backends.capabilities.messaging import ConsumeRequest, SupportsConsume
     from qctl.filters import compile_where
+    from qctl.messages import make_stdout_private
     from qctl.refs import parse_ref
 
     ref = parse_ref(source)
@@ -148,6 +149,7 @@ def consume(
         click.core.ParameterSource.ENVIRONMENT,
     )
     writer = make_writer(fmt, format_string)
+    make_stdout_private()  # message data: `> f` gets mode 0600 like an archive
     backend = require(app.backend(ref.backend, timeout), SupportsConsume, "consume")
     session = backend.open_consumer(ref, request)
     shown = 0

@@ -27,7 +27,8 @@ def context() -> None:
     A context names a Kafka and a RabbitMQ cluster plus their credentials. The config
     file is $QCTL_CONFIG or $XDG_CONFIG_HOME/qctl/config.yaml; without one, qctl uses
     the built-in `local` context (the brokers `dev/brokers up` starts). Values may use
-    ${VAR} to read secrets from the environment.
+    ${VAR} to read secrets from the environment; KEY_file and KEY_command settings read
+    a secret from a file or a command (pass, vault, a keychain) when connecting.
     """
 
 
@@ -158,8 +159,10 @@ def set_context(
 ) -> None:
     """Create or update context NAME.
 
-    Values are stored as given: write secrets as ${VAR} references so the file never
-    holds them, e.g. --kafka-property 'sasl.password=${KAFKA_PASSWORD}'.
+    Values are stored as given: write secrets as ${VAR} references, or as KEY_file /
+    KEY_command sources read only when connecting, so the file never holds them, e.g.
+    --kafka-property 'sasl.password=${KAFKA_PASSWORD}' or --rabbitmq-property
+    'password_command=pass show rabbitmq/prod' (see docs/secrets.md).
     """
     validate_context_name(name)
     config = app.config()

@@ -13,8 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from qctl.cli import error_line
 from qctl.cli.app import App, pass_app, stdin_is_tty
-from qctl.cli.options import backend_option, output_option, timeout_option, yes_option
+from qctl.cli.options import (
+    FiniteFloatRange,
+    backend_option,
+    output_option,
+    timeout_option,
+    yes_option,
+)
 from qctl.errors import QctlError, UsageError
 
 if TYPE_CHECKING:
@@ -142,7 +149,7 @@ def list_(app: App, backends: tuple[str, ...], timeout: float, output: str | Non
     app.output(output).emit(rows, render)
     if failures:
         for err in failures[1:]:
-            click.echo(f"qctl: error: {err}", err=True)
+            click.echo(error_line(str(err)), err=True)
         raise failures[0]
 
 
@@ -263,10 +270,12 @@ def peek(
     from qctl.dlq.access import Dlq, read_messages
     from qctl.dlq.inspect import peek_row, table_row
     from qctl.filters import compile_where
+    from qctl.messages import make_stdout_private
     from qctl.output import table
 
     predicate = compile_where(list(where))
     fmt = output or app.output_format or ("table" if sys.stdout.isatty() else "jsonl")
+    make_stdout_private()  # message data: `> f` gets mode 0600 like an archive
     queue = Dlq(dlq_ref, backend_cache(app, timeout))
     session = queue.peek_session()
     rows: list[dict[str, Any]] = []
@@ -515,7 +524,7 @@ def _new_job(app: App, kind: str, opts: Any, target: str | None, timeout: float)
 )
 @click.option("--where", "-w", multiple=True, metavar="EXPR", help="Only messages matching EXPR.")
 @click.option("--limit", "-n", type=click.IntRange(min=1), help="Redrive N messages at most.")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True), metavar="PER_SECOND")
+@click.option("--rate", type=FiniteFloatRange(min=0, min_open=True), metavar="PER_SECOND")
 @click.option(
     "--max-redrives",
     type=click.IntRange(min=0),
@@ -583,6 +592,7 @@ def redrive(
     compile_where(list(where))  # a syntax error is a usage error before anything starts
     if to is not None:
         target = parse_ref(to)
+        app.check_backend(target.backend)
         if routing_key is not None and target.kind != "exchange":
             raise UsageError("--routing-key applies to --to rabbitmq:exchange/NAME")
     elif routing_key is not None:

@@ -17,8 +17,9 @@ from typing import Any
 import click
 
 from qctl.backends.base import Backend, capabilities
+from qctl.cli import error_line
 from qctl.cli.app import App, pass_app
-from qctl.cli.options import backend_option, output_option, timeout_option
+from qctl.cli.options import FiniteFloatRange, backend_option, output_option, timeout_option
 from qctl.errors import (
     ExitCode,
     QctlError,
@@ -80,7 +81,7 @@ QUEUES_CAPABILITY = "queue-stats"
 )
 @click.option(
     "--interval",
-    type=click.FloatRange(min=0.5),
+    type=FiniteFloatRange(min=0.5),
     default=5.0,
     show_default=True,
     metavar="SECONDS",
@@ -303,7 +304,7 @@ def _raise_for_errors(errors: list[BackendError]) -> None:
     if not errors:
         return
     for err in errors[1:]:
-        click.echo(f"qctl: error: {err.error}", err=True)
+        click.echo(error_line(str(err.error)), err=True)
     code = exit_code_for(errors)
     failure = (
         UnreachableError(errors[0].error)

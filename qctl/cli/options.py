@@ -12,6 +12,25 @@ from qctl.backends.base import DEFAULT_TIMEOUT
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class FiniteFloatRange(click.FloatRange):
+    """A FloatRange that also refuses ``nan`` and ``inf``.
+
+    click's range check compares with ``<``, which is False for ``nan``, so ``--timeout
+    nan`` used to pass and fail deep inside a client library; ``inf`` would unbound a
+    wait that must stay bounded.
+    """
+
+    name = "float range"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        import math
+
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
 def output_option(*formats: str) -> Callable[[F], F]:
     """``-o/--output``; falls back to the root ``-o`` when not given here."""
     choices = formats or ("table", "json", "yaml")
@@ -28,7 +47,7 @@ def output_option(*formats: str) -> Callable[[F], F]:
 def timeout_option(f: F) -> F:
     return click.option(
         "--timeout",
-        type=click.FloatRange(min=0.1),
+        type=FiniteFloatRange(min=0.1),
         default=DEFAULT_TIMEOUT,
         show_default=True,
         envvar="QCTL_TIMEOUT",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -81,7 +81,7 @@ failed messages; exit 1 when all failed, 4 when some did."""
 @click.option(
     "--count",
     "-n",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=2**62),
     help="Send VALUE/template N times; files: at most N.",
 )
 @click.option(
@@ -445,10 +445,14 @@ def _threaded_lines(stream: IO[bytes]) -> Chunks:
 
     def reader() -> None:
         pending = b""
-        fd = stream.fileno()
         try:
+            try:
+                fd = stream.fileno()
+                read: Callable[[int], bytes] = lambda n: os.read(fd, n)  # noqa: E731
+            except (OSError, ValueError):  # an in-memory stdin (tests, embedding)
+                read = stream.read
             while True:
-                data = os.read(fd, 1 << 16)
+                data = read(1 << 16)
                 if not data:
                     break
                 pending += data

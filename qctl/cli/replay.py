@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from qctl.cli.app import App, pass_app
-from qctl.cli.options import output_option, timeout_option, yes_option
+from qctl.cli.options import FiniteFloatRange, output_option, timeout_option, yes_option
 from qctl.errors import UsageError
 
 EPILOG = """\b
@@ -48,7 +48,7 @@ header with its source position."""
 )
 @click.option("--where", "-w", multiple=True, metavar="EXPR", help="Only messages matching EXPR.")
 @click.option("--limit", "-n", type=click.IntRange(min=1), help="Replay N messages at most.")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True), metavar="PER_SECOND")
+@click.option("--rate", type=FiniteFloatRange(min=0, min_open=True), metavar="PER_SECOND")
 @click.option(
     "--routing-key", "-r", help="RabbitMQ exchange targets: the routing key (default: the key)."
 )
@@ -116,6 +116,8 @@ def replay(
 
     src = parse_ref(source)
     dst = parse_ref(to)
+    app.check_backend(src.backend)
+    app.check_backend(dst.backend)
     compile_where(list(where))
     opts = ReplayOptions(
         source=str(src),

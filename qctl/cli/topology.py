@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from qctl.cli import error_line
 from qctl.cli.app import App, pass_app, stdin_is_tty
 from qctl.cli.options import output_option, timeout_option, yes_option
 from qctl.errors import ExitCode, PartialFailure, QctlError, UsageError
@@ -360,7 +361,7 @@ def _run(
         f"{c.kind} {c.name!r} still differs after apply ({c.action})" for c in report.remaining
     ]
     for line in problems[1:]:
-        click.echo(f"qctl: error: {line}", err=True)
+        click.echo(error_line(str(line)), err=True)
     what = f"{mode} did not fully take effect: {problems[0]}"
     hint = "see the report above; run `qctl topology plan` to see what is left"
     if succeeded:

@@ -205,7 +205,11 @@ def run_job(
         info(f"qctl: {count} failed: {reason}")
     if job.state == FAILED:
         assert result.problem is not None
-        return job, QctlError(f"job {job.id} stopped: {_describe(result.problem)}", hint)
+        stopped = QctlError(f"job {job.id} stopped: {_describe(result.problem)}", hint)
+        if getattr(result.problem, "exit_code", None) == ExitCode.USAGE:
+            # An invalid input (a bad archive line) keeps exit 2, as when raised directly.
+            stopped.exit_code = ExitCode.USAGE
+        return job, stopped
     if job.state == INTERRUPTED:
         return job, Interrupted(f"job {job.id} interrupted", hint)
     if job.state == PARTIAL:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from qctl.cli.app import App, pass_app
-from qctl.cli.options import backend_option, output_option, timeout_option
+from qctl.cli.options import FiniteFloatRange, backend_option, output_option, timeout_option
 from qctl.errors import Interrupted, QctlError, UsageError
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ def orders() -> None:
 @namespace_option
 @click.option(
     "--rate",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0),
     default=100.0,
     show_default=True,
     help="Orders per second (0: as fast as the pipeline takes them).",
@@ -123,7 +123,7 @@ def orders() -> None:
 )
 @click.option(
     "--payment-failure",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloatRange(0, 1),
     default=0.05,
     show_default=True,
     metavar="P",
@@ -131,7 +131,7 @@ def orders() -> None:
 )
 @click.option(
     "--out-of-stock",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloatRange(0, 1),
     default=0.02,
     show_default=True,
     metavar="P",
@@ -139,7 +139,7 @@ def orders() -> None:
 )
 @click.option(
     "--poison",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloatRange(0, 1),
     default=0.01,
     show_default=True,
     metavar="P",

@@ -28,9 +28,15 @@ def load(path: Path) -> dict[str, Any]:
         doc = yaml.safe_load(path.read_text())
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text") from None
     except yaml.YAMLError as exc:
+        # One line: PyYAML's own text spans several, with a caret diagram.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "a syntax error"
         raise UsageError(
-            f"{path} is not valid YAML: {exc}",
+            f"{path} is not valid YAML{where}: {problem}",
             f"`qctl topology validate {path}` shows where",
         ) from None
     if not isinstance(doc, dict):

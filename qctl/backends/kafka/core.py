@@ -75,7 +75,13 @@ class KafkaCore:
             except Exception as exc:
                 raise translate(exc, self.bootstrap, "configure a client for") from exc
             self._admin = admin
-            self.wait_for_metadata()
+            try:
+                self.wait_for_metadata()
+            except QctlError:
+                # Keep no half-checked client: a later call must fail the same way instead
+                # of using it and meeting a raw KafkaException.
+                self._admin = None
+                raise
         return self._admin
 
     def wait_for_metadata(self, topic: str | None = None) -> Any:
