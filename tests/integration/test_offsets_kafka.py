@@ -83,8 +83,10 @@ def fill(world: World, partitions: int = 3) -> None:
 
 @pytest.fixture
 def world(kafka: str, unique: str) -> Iterator[World]:
-    now_hour = int(time.time() // 3600 * 3600 * 1000)
-    w = World(kafka, unique, f"{unique}-g", now_hour - MESSAGES * HOUR_MS)
+    # Anchored to now, not to the hour: --by-duration PT5H30M then always lands 10 minutes
+    # from the nearest message of any partition, whatever the minute of the test run.
+    now_ms = int(time.time() * 1000)
+    w = World(kafka, unique, f"{unique}-g", now_ms - MESSAGES * HOUR_MS)
     create_topic(kafka, w.topic)
     fill(w)
     # Retention stand-in: partition 2 starts at offset 8.

@@ -192,6 +192,48 @@ def check_live_view(secured: Secured, name: str) -> None:
         app.close()
 
 
+def values(jsonl: str) -> list[str]:
+    return [json.loads(line)["value"] for line in jsonl.splitlines()]
+
+
+def test_dlq_redrive_drain_purge_and_offsets_execute(
+    applied: tuple[Secured, str], tmp_path: Path
+) -> None:
+    """The commands that move or delete messages, and an executed offsets reset."""
+    secured, name = applied
+    ctx = secured.context
+    kafka = secured.backend == "kafka"
+    work = f"kafka:{name}.t" if kafka else f"rabbitmq:queue/{name}.q"
+    dlq = f"kafka:{name}.t.dlq" if kafka else f"rabbitmq:queue/{name}.q.dlq"
+    group = ("-g", f"{name}.g") if kafka else ("--ack",)
+
+    ok("produce", dlq, context=ctx, stdin="r1\nr2\n")
+    ok("dlq", "redrive", dlq, "--to", work, "--yes", context=ctx)
+    assert values(ok("consume", work, "-n", "2", *group, "-o", "jsonl", context=ctx)) == [
+        "r1",
+        "r2",
+    ]
+
+    ok("produce", dlq, context=ctx, stdin="d1\n")
+    archive = tmp_path / "drained.jsonl"
+    ok("dlq", "drain", dlq, "--to-file", str(archive), "--yes", context=ctx)
+    assert values(archive.read_text()) == ["d1"]
+    assert archive.stat().st_mode & 0o777 == 0o600
+
+    ok("produce", dlq, context=ctx, stdin="p1\n")
+    ok("dlq", "purge", dlq, "--yes", context=ctx)
+    assert json.loads(ok("dlq", "inspect", dlq, "-o", "json", context=ctx))["total"] == 0
+
+    if kafka:  # back to the start, for real, and undone again
+        reset = ("offsets", "reset", "-g", f"{name}.g", "-t", f"{name}.t", "--to-earliest")
+        ok(*reset, "--execute", "--yes", context=ctx)
+        shown = json.loads(ok("offsets", "show", "-g", f"{name}.g", "-o", "json", context=ctx))
+        assert sum(p["committed"] for p in shown["partitions"]) == 0
+        ok("offsets", "undo", "-g", f"{name}.g", "--execute", "--yes", context=ctx)
+        shown = json.loads(ok("offsets", "show", "-g", f"{name}.g", "-o", "json", context=ctx))
+        assert sum(p["committed"] for p in shown["partitions"]) == 2
+
+
 def test_replay_from_kafka_to_rabbitmq_over_both_secured_listeners(
     secure_contexts: SecureBrokers, tmp_path: Path, unique: str
 ) -> None:
