@@ -232,6 +232,11 @@ def test_dlq_redrive_drain_purge_and_offsets_execute(
         ok("offsets", "undo", "-g", f"{name}.g", "--execute", "--yes", context=ctx)
         shown = json.loads(ok("offsets", "show", "-g", f"{name}.g", "-o", "json", context=ctx))
         assert sum(p["committed"] for p in shown["partitions"]) == 2
+        # OffsetDelete goes through qctl's own wire client, which logs in with SCRAM.
+        ok("offsets", "delete", "-g", f"{name}.g", "-t", f"{name}.t", "--execute", "--yes",
+           context=ctx)  # fmt: skip
+        shown = json.loads(ok("offsets", "show", "-g", f"{name}.g", "-o", "json", context=ctx))
+        assert [p["committed"] for p in shown["partitions"]] in ([], [None])
 
 
 def test_replay_from_kafka_to_rabbitmq_over_both_secured_listeners(

@@ -152,16 +152,18 @@ def test_bootstrap_addresses() -> None:
     ]
 
 
-def test_delete_on_a_sasl_listener_is_refused_before_any_io() -> None:
+def test_delete_with_a_sasl_mechanism_qctl_cannot_speak_is_refused_before_any_io() -> None:
     from qctl.backends.base import BackendConfig
     from qctl.backends.capabilities.groups import TopicPartition
     from qctl.backends.kafka import KafkaBackend
     from qctl.errors import ExitCode, QctlError
 
+    # No sasl.mechanism: librdkafka's default, GSSAPI (Kerberos), which the wire client
+    # does not speak (PLAIN and SCRAM it does; the secured-listener tests use SCRAM).
     settings = {"bootstrap_servers": "127.0.0.1:1", "security.protocol": "SASL_SSL"}
     backend = KafkaBackend.from_config(BackendConfig("t", settings, 1))
     with pytest.raises(QctlError) as caught:
         backend.delete_offsets("g", [TopicPartition("t", 0)])
     assert caught.value.exit_code == ExitCode.FAILED
-    assert "not supported on SASL listeners yet" in str(caught.value)
+    assert "not supported with SASL mechanism GSSAPI" in str(caught.value)
     assert backend.delete_offsets("g", []) == []

@@ -20,15 +20,20 @@ import logging
 import ssl
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from qctl.backends.kafka.wire import (
     FIND_COORDINATOR,
     OFFSET_FETCH,
     Coordinator,
     Probe,
+    WireAuthError,
     WireError,
     error_name,
 )
+
+if TYPE_CHECKING:
+    from qctl.backends.kafka.sasl import SaslCredentials
 from qctl.errors import AuthenticationError, OperationTimeout, QctlError, UnreachableError
 
 log = logging.getLogger(__name__)
@@ -55,11 +60,13 @@ class CommittedOffsetsFetcher:
         bootstrap: str,
         timeout: float,
         ssl_context: ssl.SSLContext | None = None,
+        sasl: SaslCredentials | None = None,
     ) -> None:
         self.addresses = addresses
         self.bootstrap = bootstrap
         self.timeout = timeout
         self.ssl_context = ssl_context
+        self.sasl = sasl
         self.deadline = time.monotonic() + timeout
         self._probes: dict[tuple[str, int], Probe] = {}
         self._find_version: dict[tuple[str, int], int] = {}
@@ -142,7 +149,12 @@ class CommittedOffsetsFetcher:
             left = self.deadline - time.monotonic()
             if left <= 0:
                 raise WireError("timed out")
-            probe = self._probes[address] = Probe(*address, left, self.ssl_context)
+            try:
+                probe = Probe(*address, left, self.ssl_context, self.sasl)
+            except WireAuthError as exc:
+                # librdkafka's admin client then reports the refusal in its own words.
+                raise WireUnsupported(str(exc)) from None
+            self._probes[address] = probe
         return probe
 
     def _check_version(self, probe: Probe, address: tuple[str, int]) -> None:

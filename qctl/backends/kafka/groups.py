@@ -149,21 +149,23 @@ class KafkaConsumerGroups(KafkaCore):
     ) -> dict[str, dict[TopicPartition, int | None]] | None:
         """Committed offsets through qctl's wire client (see ``committed``); None: use admin.
 
-        The wire client speaks PLAINTEXT and SSL; SASL contexts keep librdkafka's admin
-        client (and with it librdkafka issue #5040 during coordinator failovers).
+        The wire client speaks PLAINTEXT and SSL, and logs in with SASL PLAIN or SCRAM;
+        GSSAPI and OAUTHBEARER contexts keep librdkafka's admin client (and with it
+        librdkafka issue #5040 during coordinator failovers).
         """
         from qctl.backends.kafka.committed import CommittedOffsetsFetcher, WireUnsupported
         from qctl.backends.kafka.offsets import _bootstrap_addresses
-        from qctl.backends.kafka.wire import ssl_context_from_settings
+        from qctl.backends.kafka.wire import probe_security
 
-        protocol = str(self.settings.get("security.protocol", "PLAINTEXT")).upper()
-        if protocol.startswith("SASL") or protocol not in ("PLAINTEXT", "SSL"):
+        security = probe_security(self.settings)
+        if security is None:
             return None
         addresses = _bootstrap_addresses(self.bootstrap)
         if not addresses:
             return None
-        ssl_context = ssl_context_from_settings(self.settings) if protocol == "SSL" else None
-        fetcher = CommittedOffsetsFetcher(addresses, self.bootstrap, self.timeout, ssl_context)
+        fetcher = CommittedOffsetsFetcher(
+            addresses, self.bootstrap, self.timeout, security.ssl_context, security.sasl
+        )
         try:
             raw = fetcher.fetch(ids)
         except WireUnsupported as exc:

@@ -3,8 +3,8 @@
 Writing goes through AdminClient.alter_consumer_group_offsets (OffsetCommit outside any
 generation), whose result carries an error per partition. Deleting has no binding in
 confluent-kafka, so it speaks OffsetDelete to the group coordinator directly (see
-``wire.py``); on SASL listeners that would need a SASL handshake the probe does not
-implement, so it refuses with a clear error there.
+``wire.py``), logging in first on SASL listeners (PLAIN or SCRAM; GSSAPI and
+OAUTHBEARER are refused with a clear error).
 """
 
 from __future__ import annotations
@@ -26,9 +26,7 @@ from qctl.errors import (
 )
 
 if TYPE_CHECKING:
-    import ssl
-
-    from qctl.backends.kafka.wire import Coordinator
+    from qctl.backends.kafka.wire import Coordinator, ProbeSecurity
 
 #: Error codes after which asking the (new) coordinator again can succeed.
 _RETRIABLE = {14, 15, 16}  # COORDINATOR_LOAD_IN_PROGRESS, _NOT_AVAILABLE, NOT_COORDINATOR
@@ -89,31 +87,29 @@ class KafkaOffsetAdmin(KafkaCore):
     def delete_offsets(
         self, group_id: str, partitions: Iterable[TopicPartition]
     ) -> list[PartitionError]:
-        from qctl.backends.kafka.wire import Probe, WireError, error_name
+        from qctl.backends.kafka.wire import Probe, WireAuthError, WireError, error_name
 
         wanted = sorted(set(partitions))
         if not wanted:
             return []
-        protocol = str(self.settings.get("security.protocol", "PLAINTEXT")).upper()
-        if protocol.startswith("SASL"):
-            raise QctlError(
-                f"deleting committed offsets is not supported on SASL listeners yet "
-                f"(kafka at {self.bootstrap} uses {protocol})",
-                "use a PLAINTEXT or SSL listener in this context, or Kafka's "
-                "kafka-consumer-groups --delete-offsets",
-            )
-        ssl_context = self._probe_ssl_context(protocol)
+        security = self._probe_security()
         by_topic: dict[str, list[int]] = defaultdict(list)
         for tp in wanted:
             by_topic[tp.topic].append(tp.partition)
         deadline = time.monotonic() + self.timeout
         while True:
-            coordinator = self._find_coordinator(group_id, ssl_context, deadline)
+            coordinator = self._find_coordinator(group_id, security, deadline)
             try:
                 with Probe(
-                    coordinator.host, coordinator.port, self._left(deadline), ssl_context
+                    coordinator.host,
+                    coordinator.port,
+                    self._left(deadline),
+                    security.ssl_context,
+                    security.sasl,
                 ) as probe:
                     result = probe.offset_delete(group_id, dict(by_topic))
+            except WireAuthError as exc:
+                raise _refused(exc) from None
             except WireError as exc:
                 raise UnreachableError(
                     f"cannot delete offsets at the coordinator of group {group_id!r} "
@@ -167,15 +163,23 @@ class KafkaOffsetAdmin(KafkaCore):
         raise QctlError(f"kafka refused to delete offsets of group {group_id!r}: {name}")
 
     def _find_coordinator(
-        self, group_id: str, ssl_context: ssl.SSLContext | None, deadline: float
+        self, group_id: str, security: ProbeSecurity, deadline: float
     ) -> Coordinator:
-        from qctl.backends.kafka.wire import FIND_COORDINATOR, Probe, WireError, error_name
+        from qctl.backends.kafka.wire import (
+            FIND_COORDINATOR,
+            Probe,
+            WireAuthError,
+            WireError,
+            error_name,
+        )
 
         last = "no bootstrap server answered"
         while True:
             for host, port in _bootstrap_addresses(self.bootstrap):
                 try:
-                    with Probe(host, port, self._left(deadline), ssl_context) as probe:
+                    with Probe(
+                        host, port, self._left(deadline), security.ssl_context, security.sasl
+                    ) as probe:
                         low, high = probe.api_versions().api_keys.get(FIND_COORDINATOR, (0, 0))
                         version = min(high, 4)
                         if version < 1:
@@ -184,6 +188,8 @@ class KafkaOffsetAdmin(KafkaCore):
                                 "use Kafka 2.4 or newer",
                             )
                         found = probe.find_coordinator(group_id, max(version, low))
+                except WireAuthError as exc:
+                    raise _refused(exc) from None
                 except WireError as exc:
                     last = f"{host}:{port}: {exc}"
                     continue
@@ -205,14 +211,19 @@ class KafkaOffsetAdmin(KafkaCore):
                 )
             time.sleep(0.2)
 
-    def _probe_ssl_context(self, protocol: str) -> ssl.SSLContext | None:
-        from qctl.backends.kafka.wire import ssl_context_from_settings
+    def _probe_security(self) -> ProbeSecurity:
+        from qctl.backends.kafka.wire import probe_security
 
-        if protocol not in ("SSL", "SASL_SSL"):
-            return None
-        from qctl.backends.kafka.client import ssl_settings
-
-        return ssl_context_from_settings(ssl_settings(self.settings))
+        security = probe_security(self.settings)
+        if security is None:
+            mechanism = self.settings.get("sasl.mechanism", "GSSAPI")
+            raise QctlError(
+                f"deleting committed offsets is not supported with SASL mechanism "
+                f"{mechanism} (kafka at {self.bootstrap})",
+                "use a context with PLAIN or SCRAM, or Kafka's "
+                "kafka-consumer-groups --delete-offsets",
+            )
+        return security
 
     def _left(self, deadline: float) -> float:
         left = deadline - time.monotonic()
@@ -241,3 +252,9 @@ def _bootstrap_addresses(bootstrap: str) -> list[tuple[str, int]]:
         except ValueError:
             continue
     return out
+
+
+def _refused(exc: Exception) -> AuthenticationError:
+    return AuthenticationError(
+        f"kafka {exc}", "check sasl.username, sasl.password and sasl.mechanism"
+    )

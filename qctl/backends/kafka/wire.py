@@ -11,8 +11,8 @@ broker). Two small requests answer both:
   It needs no SASL only on PLAINTEXT/SSL listeners, so it is skipped on SASL ones.
 * FindCoordinator and OffsetDelete: confluent-kafka cannot delete a group's committed
   offsets (librdkafka can, but the Python binding does not expose it), so
-  ``qctl offsets delete`` sends OffsetDelete to the group coordinator itself. These
-  need authentication on SASL listeners, which this probe does not speak.
+  ``qctl offsets delete`` sends OffsetDelete to the group coordinator itself. On SASL
+  listeners the probe logs in first (PLAIN or SCRAM, ``sasl.py``).
 
 Only the fields qctl reads are decoded; everything else is skipped by its length.
 """
@@ -25,7 +25,10 @@ import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from qctl.backends.kafka.sasl import SaslCredentials
 
 API_VERSIONS = 18
 DESCRIBE_QUORUM = 55
@@ -56,6 +59,10 @@ CLIENT_ID = b"qctl"
 
 class WireError(Exception):
     """The probe failed; callers treat it as "information not available"."""
+
+
+class WireAuthError(WireError):
+    """The broker refused the probe's SASL login: not worth retrying."""
 
 
 @dataclass
@@ -398,7 +405,12 @@ class Probe:
     """One connection to one broker, for a couple of requests, bounded by ``timeout``."""
 
     def __init__(
-        self, host: str, port: int, timeout: float, ssl_context: ssl.SSLContext | None = None
+        self,
+        host: str,
+        port: int,
+        timeout: float,
+        ssl_context: ssl.SSLContext | None = None,
+        sasl: SaslCredentials | None = None,
     ) -> None:
         self.deadline = time.monotonic() + timeout
         try:
@@ -409,6 +421,20 @@ class Probe:
             raise WireError(f"cannot connect to {host}:{port}: {exc}") from exc
         self.sock = sock
         self.correlation = 0
+        if sasl is not None:
+            self._login(sasl, host, port)
+
+    def _login(self, sasl: SaslCredentials, host: str, port: int) -> None:
+        from qctl.backends.kafka.sasl import SaslError, authenticate
+
+        try:
+            authenticate(self.request, sasl)
+        except SaslError as exc:
+            self.sock.close()
+            raise WireAuthError(
+                f"{host}:{port} refused the {sasl.mechanism} login of {sasl.username!r}: {exc}"
+            ) from None
+        self.correlation = 100  # past the login's correlation ids
 
     def __enter__(self) -> Probe:
         return self
@@ -467,3 +493,27 @@ class Probe:
         return decode_offset_delete_response(
             self.request(encode_offset_delete_request(self.correlation, group_id, partitions))
         )
+
+
+@dataclass(frozen=True)
+class ProbeSecurity:
+    """How the probe connects to a context's brokers: TLS context and SASL login."""
+
+    ssl_context: ssl.SSLContext | None
+    sasl: SaslCredentials | None
+
+
+def probe_security(settings: Mapping[str, Any]) -> ProbeSecurity | None:
+    """TLS and SASL for the probe from librdkafka's properties (``insecure`` applied);
+    None when the probe cannot connect the way librdkafka would (GSSAPI, OAUTHBEARER)."""
+    from qctl.backends.kafka.client import ssl_settings
+    from qctl.backends.kafka.sasl import credentials_from_settings
+
+    protocol = str(settings.get("security.protocol", "PLAINTEXT")).upper()
+    if protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+        return None
+    sasl = credentials_from_settings(settings)
+    if protocol.startswith("SASL") and sasl is None:
+        return None
+    tls = ssl_context_from_settings(ssl_settings(settings)) if "SSL" in protocol else None
+    return ProbeSecurity(tls, sasl)

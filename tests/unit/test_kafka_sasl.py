@@ -1,0 +1,73 @@
+"""The wire client's SASL login: SCRAM against RFC 7677's worked example, settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from qctl.backends.kafka.sasl import SaslError, ScramClient, credentials_from_settings
+
+SERVER_FIRST = (
+    b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+)
+
+
+def rfc7677() -> ScramClient:
+    return ScramClient("SCRAM-SHA-256", "user", "pencil", nonce="rOprNGfwEbeRWgbNEkqO")
+
+
+def test_scram_sha_256_matches_rfc_7677() -> None:
+    client = rfc7677()
+    assert client.first() == b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO"
+    assert client.final(SERVER_FIRST) == (
+        b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
+        b"p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
+    )
+    client.check(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+
+
+def test_a_forged_server_signature_or_nonce_is_refused() -> None:
+    client = rfc7677()
+    client.final(SERVER_FIRST)
+    with pytest.raises(SaslError, match="signature"):
+        client.check(b"v=AAAATRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+    with pytest.raises(SaslError, match="invalid-proof"):
+        client.check(b"e=invalid-proof")
+    with pytest.raises(SaslError, match="nonce"):
+        rfc7677().final(b"r=someone-else,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096")
+
+
+def test_user_names_are_escaped() -> None:
+    client = ScramClient("SCRAM-SHA-512", "a=b,c", "x", nonce="n")
+    assert client.first() == b"n,,n=a=3Db=2Cc,r=n"
+
+
+@pytest.mark.parametrize(
+    ("settings", "login"),
+    [
+        ({}, None),
+        ({"security.protocol": "SSL"}, None),
+        ({"security.protocol": "SASL_SSL", "sasl.username": "u"}, None),  # GSSAPI default
+        (
+            {"security.protocol": "SASL_SSL", "sasl.mechanism": "OAUTHBEARER",
+             "sasl.username": "u"},
+            None,
+        ),
+        (
+            {"security.protocol": "sasl_ssl", "sasl.mechanisms": "scram-sha-512",
+             "sasl.username": "u", "sasl.password": "pw-secret"},
+            ("SCRAM-SHA-512", "u", "pw-secret"),
+        ),
+        (
+            {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+             "sasl.username": "u", "sasl.password": "pw-secret"},
+            ("PLAIN", "u", "pw-secret"),
+        ),
+    ],
+)  # fmt: skip
+def test_the_login_comes_from_librdkafkas_properties(
+    settings: dict[str, str], login: tuple[str, str, str] | None
+) -> None:
+    creds = credentials_from_settings(settings)
+    got = None if creds is None else (creds.mechanism, creds.username, creds.password)
+    assert got == login
+    assert creds is None or "pw-secret" not in repr(creds)
