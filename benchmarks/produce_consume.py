@@ -37,7 +37,6 @@ import os
 import random
 import re
 import shutil
-import statistics
 import string
 import subprocess
 import sys
@@ -46,6 +45,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from common import ensure_kcat, median_rounds, say
 
 REPO = Path(__file__).resolve().parent.parent
 DEV = Path(os.environ.get("QCTL_DEV_DIR", REPO / ".dev"))
@@ -72,10 +73,6 @@ def parse_args() -> argparse.Namespace:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 def timed(
     cmd: list[str], stdout: int | None = subprocess.DEVNULL, env: dict[str, str] | None = None
 ) -> tuple[float, subprocess.CompletedProcess[bytes]]:
@@ -101,38 +98,6 @@ def data_file(lines: int, size: int) -> Path:
             start = (i * 7919) % (len(block) - size)
             out.write(block[start : start + size] + b"\n")
     return path
-
-
-def ensure_kcat() -> str | None:
-    found = shutil.which("kcat") or shutil.which("kafkacat")
-    if found:
-        return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        say("installing kcat (Debian package) ...")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "kcat"],
-            env=env,
-            check=False,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        if not shutil.which("kcat"):
-            subprocess.run(
-                ["apt-get", "update", "-qq"],
-                env=env,
-                check=False,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            subprocess.run(
-                ["apt-get", "install", "-y", "-qq", "kcat"],
-                env=env,
-                check=False,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-    return shutil.which("kcat")
 
 
 def ensure_perf_test() -> Path | None:
@@ -172,19 +137,6 @@ def ensure_perf_test() -> Path | None:
         say(f"Maven could not resolve PerfTest: {proc.stdout[-800:]}{proc.stderr[-800:]}")
         return None
     return libs
-
-
-def median_rounds(rounds: int, runs: dict[str, Callable[[], float]]) -> dict[str, float]:
-    """Run each measurement ROUNDS times, alternating the tools; median msg/s each."""
-    results: dict[str, list[float]] = {name: [] for name in runs}
-    names = list(runs)
-    for r in range(rounds):
-        order = names if r % 2 == 0 else list(reversed(names))
-        for name in order:
-            rate = runs[name]()
-            results[name].append(rate)
-            say(f"  round {r + 1}: {name}: {rate:,.0f} msg/s")
-    return {name: statistics.median(rates) for name, rates in results.items()}
 
 
 # -- Kafka -----------------------------------------------------------------------------------

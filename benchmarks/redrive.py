@@ -35,7 +35,6 @@ import json
 import math
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from common import ensure_kcat, median_rounds, say
 
 REPO = Path(__file__).resolve().parent.parent
 QCTL = [sys.executable, "-m", "qctl"]
@@ -73,10 +74,6 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 def run(cmd: list[str] | str, env: dict[str, str] | None = None, shell: bool = False) -> float:
     start = time.perf_counter()
     proc = subprocess.run(
@@ -88,37 +85,6 @@ def run(cmd: list[str] | str, env: dict[str, str] | None = None, shell: bool = F
             f"{cmd if shell else ' '.join(cmd[:6])} failed: {proc.stderr.decode()[-1500:]}"
         )
     return elapsed
-
-
-def ensure_kcat() -> str | None:
-    found = shutil.which("kcat") or shutil.which("kafkacat")
-    if found:
-        return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        say("installing kcat (Debian package) ...")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for cmd in (
-            ["apt-get", "install", "-y", "-qq", "kcat"],
-            ["apt-get", "update", "-qq"],
-            ["apt-get", "install", "-y", "-qq", "kcat"],
-        ):
-            if shutil.which("kcat"):
-                break
-            subprocess.run(
-                cmd, env=env, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-    return shutil.which("kcat")
-
-
-def median_rounds(rounds: int, runs: dict[str, Callable[[], float]]) -> dict[str, float]:
-    results: dict[str, list[float]] = {name: [] for name in runs}
-    names = list(runs)
-    for r in range(rounds):
-        for name in names if r % 2 == 0 else list(reversed(names)):
-            rate = runs[name]()
-            results[name].append(rate)
-            say(f"  round {r + 1}: {name}: {rate:,.0f} msg/s")
-    return {name: statistics.median(rates) for name, rates in results.items()}
 
 
 def payload(i: int, size: int) -> bytes:

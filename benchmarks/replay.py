@@ -31,7 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from redrive import ensure_kcat, median_rounds, payload, run, say
+from common import ensure_kcat, median_rounds, say
+from redrive import payload, run
 
 QCTL = [sys.executable, "-m", "qctl"]
 

@@ -2,39 +2,23 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Sparkline, Static
 
 from qctl.lag import format as fmt
 from qctl.lag.history import HistoryStore
 from qctl.lag.model import GroupLag, LagSnapshot, PartitionState
 from qctl.tui.rows import TREND_ARROWS, sparkline
+from qctl.tui.widgets.detail import DetailScreen
 from qctl.tui.widgets.styles import cell, status_text
 
 
-class GroupScreen(Screen[None]):
-    """Refreshed by the app with every new snapshot while it is shown."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "app.pop_screen", "Back"),
-        Binding("backspace", "app.pop_screen", "Back", show=False),
-    ]
-
-    def __init__(self, key: str) -> None:
-        super().__init__()
-        self.key = key
-
+class GroupScreen(DetailScreen):
     def compose(self) -> ComposeResult:
         with Vertical(id="detail"):
-            yield Static(id="detail-title")
-            yield Static("total lag, oldest sample first", classes="caption")
-            yield Sparkline([], id="detail-spark")
+            yield from self.header("total lag, oldest sample first")
             yield Static("partitions", classes="caption")
             yield DataTable(id="partitions", cursor_type="row", zebra_stripes=True)
             yield Static("members", classes="caption")

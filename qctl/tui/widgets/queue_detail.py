@@ -2,37 +2,23 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Sparkline, Static
 
 from qctl.lag import format as fmt
 from qctl.lag.history import HistoryStore
 from qctl.lag.model import LagSnapshot, QueueLag
 from qctl.tui.rows import TREND_ARROWS
+from qctl.tui.widgets.detail import DetailScreen
 from qctl.tui.widgets.styles import status_text
 
 
-class QueueScreen(Screen[None]):
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "app.pop_screen", "Back"),
-        Binding("backspace", "app.pop_screen", "Back", show=False),
-    ]
-
-    def __init__(self, key: str) -> None:
-        super().__init__()
-        self.key = key
-
+class QueueScreen(DetailScreen):
     def compose(self) -> ComposeResult:
         with Vertical(id="detail"):
-            yield Static(id="detail-title")
-            yield Static("depth, oldest sample first", classes="caption")
-            yield Sparkline([], id="detail-spark")
+            yield from self.header("depth, oldest sample first")
             yield Static("rates (messages per second)", classes="caption")
             yield DataTable(id="rates", cursor_type="none", show_cursor=False)
         yield Footer()
