@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -31,7 +32,6 @@ from tests.integration.dlq_support import (
     qctl_dead_letter,
     qctl_process,
     read_kafka,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka, pytest.mark.disruptive]
@@ -53,12 +53,13 @@ def start_qctl(cluster: KafkaCluster, *args: str) -> subprocess.Popen[str]:
 
 
 def finish(proc: subprocess.Popen[str], within: float = 180) -> tuple[int, str, str]:
+    """Exit code and output of ``proc``; killed (and its output kept) if not done ``within``."""
     try:
         out, err = proc.communicate(timeout=within)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate(timeout=10)
+        err += f"\n[killed: still running after {within:.0f}s]"
     return proc.returncode, out, err
 
 
@@ -66,7 +67,16 @@ def kill_and_restart(
     cluster: KafkaCluster, victim: int, proc: subprocess.Popen[str], progressed: object
 ) -> float:
     """Once ``progressed()`` holds, kill -9 ``victim`` and start it again; seconds it was down."""
-    wait_for(progressed, within=120)  # type: ignore[arg-type]
+    deadline = time.monotonic() + 120
+    while not progressed():  # type: ignore[operator]
+        if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)  # let it say where it was
+            rc, out, err = finish(proc, within=15)
+            raise AssertionError(
+                f"qctl made no progress before the kill (exit {rc}): {out[-1000:]} {err[-3000:]}"
+            )
+        time.sleep(0.1)
     assert proc.poll() is None, "qctl finished before the kill; slow it down with --rate"
     down = time.monotonic()
     cluster.kill(victim)
