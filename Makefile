@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install fmt lint typecheck docs docs-check brokers-up brokers-down clean
+.PHONY: demo test install bytecode fmt lint typecheck docs docs-check brokers-up brokers-down clean
 
 $(BIN)/.installed: pyproject.toml plugins/qctl-orders/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "qctl needs Python >= 3.11")'
@@ -17,6 +17,11 @@ $(BIN)/.installed: pyproject.toml plugins/qctl-orders/pyproject.toml
 
 install: $(BIN)/.installed
 
+# Compiled modules, as a regular pip install has them: an editable install does not write
+# them when PYTHONDONTWRITEBYTECODE is set, and every qctl process would compile again.
+bytecode: install
+	$(BIN)/python -m compileall -q qctl plugins/qctl-orders/qctl_orders
+
 brokers-up:
 	QCTL_PYTHON=$(BIN)/python dev/brokers up --secure
 
@@ -24,7 +29,7 @@ brokers-down:
 	dev/brokers down
 
 # The order pipeline on local brokers: topology, both backends, lag, DLQs (dev/demo).
-demo: install brokers-up
+demo: install bytecode brokers-up
 	QCTL_BIN=$(abspath $(BIN)) dev/demo
 
 LINTED := qctl tests benchmarks plugins/qctl-orders
@@ -44,7 +49,7 @@ docs-check: install
 
 # Tests that restart or kill a broker run alone, after the parallel phase, so they never
 # pull a broker away from another test.
-test: install brokers-up lint typecheck docs-check
+test: install bytecode brokers-up lint typecheck docs-check
 	QCTL_REQUIRE_BROKERS=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -n 3 --timeout 600 -m "not disruptive"
 	QCTL_REQUIRE_BROKERS=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest --timeout 900 -m disruptive; \
 	  rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]  # 5: no disruptive tests collected

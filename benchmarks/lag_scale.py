@@ -30,6 +30,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from common import compile_qctl
 from confluent_kafka import Consumer, Producer
 from confluent_kafka import TopicPartition as KTP
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -154,6 +155,7 @@ def _runs(times: list[float]) -> str:
 
 def main() -> None:
     args = parse_args()
+    compile_qctl()
     layouts = ["own", "shared"] if args.layout == "both" else [args.layout]
     for layout in layouts:
         run_layout(args, shared_topics=layout == "shared")

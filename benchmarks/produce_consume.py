@@ -46,7 +46,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common import ensure_kcat, median_rounds, say
+from common import compile_qctl, ensure_kcat, median_rounds, say
 
 REPO = Path(__file__).resolve().parent.parent
 DEV = Path(os.environ.get("QCTL_DEV_DIR", REPO / ".dev"))
@@ -348,6 +348,7 @@ def bench_rabbitmq(
 
 def main() -> None:
     args = parse_args()
+    compile_qctl()
     rows: list[tuple[str, float, str, float, float]] = []
     if not args.skip_kafka:
         kcat = ensure_kcat()

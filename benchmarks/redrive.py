@@ -45,7 +45,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common import ensure_kcat, median_rounds, say
+from common import compile_qctl, ensure_kcat, median_rounds, say
 
 REPO = Path(__file__).resolve().parent.parent
 QCTL = [sys.executable, "-m", "qctl"]
@@ -394,6 +394,7 @@ def bench_rabbitmq(args: argparse.Namespace) -> list[tuple[str, float, str, floa
 
 def main() -> None:
     args = parse_args()
+    compile_qctl()
     rows: list[tuple[str, float, str, float, float]] = []
     if not args.skip_kafka:
         kcat = ensure_kcat()

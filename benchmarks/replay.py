@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ensure_kcat, median_rounds, say
+from common import compile_qctl, ensure_kcat, median_rounds, say
 from redrive import payload, run
 
 QCTL = [sys.executable, "-m", "qctl"]
@@ -52,6 +52,7 @@ def main() -> None:
     from confluent_kafka.admin import AdminClient, NewTopic
 
     args = parse_args()
+    compile_qctl()
     kcat = ensure_kcat()
     if kcat is None:
         raise SystemExit("kcat is not installed and could not be installed")

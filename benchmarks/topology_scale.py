@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +41,7 @@ from urllib.parse import quote
 
 import httpx
 import yaml
+from common import compile_qctl
 
 REPO = Path(__file__).resolve().parent.parent
 KAFKA = os.environ.get("QCTL_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
@@ -225,8 +227,9 @@ def rabbitmqadmin_loop(run: str, calls: int) -> float | None:
     return time.perf_counter() - start
 
 
-def cleanup(run: str, api: httpx.Client, qctl_file: Path | None) -> None:
-    """Remove everything under ``bench-<run>-`` (and qctl's ownership record)."""
+def cleanup(run: str, api: httpx.Client, qctl_file: Path | None, brokers: bool = True) -> None:
+    """Remove everything under ``bench-<run>-`` (and qctl's ownership record);
+    ``brokers=False``: only destroy what ``qctl_file`` declares."""
     if qctl_file is not None:
         with contextlib.suppress(SystemExit):
             qctl(
@@ -238,6 +241,8 @@ def cleanup(run: str, api: httpx.Client, qctl_file: Path | None) -> None:
                 "100000",
                 "--force-delete-nonempty",
             )
+    if not brokers:
+        return
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": KAFKA})
@@ -276,7 +281,16 @@ def main() -> int:
         metavar="N",
         help="time N kafka-topics calls and extrapolate to --topics (0: run them all)",
     )
+    parser.add_argument(
+        "--rabbitmq-rounds",
+        type=int,
+        default=3,
+        metavar="N",
+        help="rounds of qctl apply and definitions import on RabbitMQ (median of each; the "
+        "server's import time varies by 20%% from one call to the next)",
+    )
     args = parser.parse_args()
+    compile_qctl()
     run = uuid.uuid4().hex[:6]
     api = httpx.Client(base_url=MANAGEMENT + "/api", auth=AUTH, timeout=120)
     results: dict[str, float] = {}
@@ -285,6 +299,7 @@ def main() -> int:
     path.write_text(yaml.safe_dump(topology(run, args.topics, args.queues), sort_keys=False))
     sample = args.kafka_loop_sample if 0 < args.kafka_loop_sample < args.topics else args.topics
     extrapolated = sample < args.topics
+    extra_files: list[Path] = []
     try:
         print(
             f"benchmark run bench-{run}: {args.topics} topics, {args.queues} queues",
@@ -319,11 +334,26 @@ def main() -> int:
             results["http declares"] = http_declares(api, run, args.queues)
         with step("definitions import"):
             results["definitions import"], import_how = definitions_import(api, run, args.queues)
+        applies, imports = [results["qctl apply rabbitmq"]], [results["definitions import"]]
+        for k in range(1, args.rabbitmq_rounds):
+            with step(f"round {k + 1} of {args.rabbitmq_rounds}: qctl apply, definitions import"):
+                doc = topology(f"{run}-r{k}", 0, args.queues)
+                del doc["kafka"]
+                extra = tmp / f"round-{k}.yaml"
+                extra.write_text(yaml.safe_dump(doc, sort_keys=False))
+                extra_files.append(extra)
+                applies.append(qctl("topology", "apply", str(extra), "--yes")[0])
+                imports.append(definitions_import(api, f"{run}-r{k}", args.queues)[0])
+        results["qctl apply rabbitmq"] = statistics.median(applies)
+        results["definitions import"] = statistics.median(imports)
+        rounds = (applies, imports)
     finally:
         with step("cleaning up"):
+            for extra in extra_files:
+                cleanup(run, api, extra, brokers=False)
             cleanup(run, api, path)
             api.close()
-    report(results, args, sample, extrapolated, admin_calls, import_how)
+    report(results, args, sample, extrapolated, admin_calls, import_how, rounds)
     return 0
 
 
@@ -334,6 +364,7 @@ def report(
     extrapolated: bool,
     admin_calls: int,
     import_how: str,
+    rounds: tuple[list[float], list[float]],
 ) -> None:
     kafka_apply = results["qctl apply kafka"]
     rabbit_apply = results["qctl apply rabbitmq"]
@@ -390,6 +421,12 @@ def report(
             f"The rabbitmqadmin loop was EXTRAPOLATED: {admin_calls} calls were timed "
             f"({per:.3f} s per object) and scaled to {objects} objects "
             "(--rabbitmq-loop-sample 0 runs the full loop)."
+        )
+    if len(rounds[0]) > 1:
+        notes.append(
+            f"RabbitMQ: median of {len(rounds[0])} rounds, each on new names; qctl apply "
+            f"{', '.join(f'{t:.2f}' for t in rounds[0])} s, definitions import "
+            f"{', '.join(f'{t:.2f}' for t in rounds[1])} s."
         )
     notes.append(
         "qctl's times include starting the process, reading the cluster, applying, "

@@ -36,8 +36,18 @@ _STATUS_COLORS = {
 }
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def to_jsonable(obj: Any) -> Any:
     """Dataclasses, enums, datetimes, paths and bytes to plain JSON types."""
+    kind = type(obj)
+    if kind in _PLAIN:  # most values of a large plan or report: answer them first
+        return obj
+    if kind is dict:
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if kind is list:
+        return [to_jsonable(v) for v in obj]
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, Mapping):

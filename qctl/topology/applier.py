@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qctl.backends.capabilities.topology import (
+    BindingSpec,
     ChangeResult,
     Progress,
     TopologyChange,
@@ -22,6 +23,7 @@ from qctl.backends.capabilities.topology import (
 from qctl.errors import QctlError
 from qctl.topology.engine import (
     Target,
+    binding_sources,
     desired_names,
     dlqs_of,
     read_ownership,
@@ -112,6 +114,7 @@ def apply_plan(
     report = ApplyReport(plan=plan)
     say = progress or (lambda _m: None)
     by_name = {t.name: t for t in targets}
+    recorded: list[tuple[Target, list[ChangeResult]]] = []
     for bplan in plan.backends:
         target = by_name[bplan.backend]
         scope = scope_of(topo, target.name)
@@ -135,10 +138,20 @@ def apply_plan(
         if deletes:
             results += target.backend.topology_apply(scope, deletes, progress)
         report.results += results
-        _record_ownership(topo, target, results, report, mode)
+        recorded.append((target, results))
         if results:
             say(f"{target.name}: {sum(r.ok for r in results)} of {len(results)} change(s) applied")
-    report.remaining = verify(topo, plan, targets, options, mode)
+    # Recording ownership and re-reading the cluster are independent: side by side.
+    from concurrent.futures import ThreadPoolExecutor
+
+    def record_all() -> None:
+        for target, results in recorded:
+            _record_ownership(topo, target, results, report, mode)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        recording = pool.submit(record_all)
+        report.remaining = verify(topo, plan, targets, options, mode)
+        recording.result()
     report.verified = not report.remaining
     return report
 
@@ -256,8 +269,18 @@ def _remaining(
         for kind, kind_names in desired_names(topo, target.name).items():
             if kind != "binding" and mode == "apply":
                 names |= kind_names
+        # Only bindings the file declares or the plan deleted are checked, so only their
+        # source exchanges need reading.
+        sources = set(binding_sources(topo, target.name)) if mode == "apply" else set()
+        for change in bplan.changes:
+            if change.kind == "binding" and isinstance(change.live, BindingSpec):
+                sources.add(change.live.source)
         live = target.backend.topology_describe(
-            TopologyQuery(scope=scope_of(topo, target.name), names=frozenset(names))
+            TopologyQuery(
+                scope=scope_of(topo, target.name),
+                names=frozenset(names),
+                binding_sources=frozenset(sources),
+            )
         )
         if mode == "apply":
             no_recreate = PlanOptions(allow_recreate=False)

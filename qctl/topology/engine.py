@@ -76,15 +76,31 @@ def dlqs_of(topo: TopologyFile, backend: str) -> dict[str, str]:
     return {}
 
 
+def binding_sources(topo: TopologyFile, backend: str) -> frozenset[str]:
+    """The exchanges the file's bindings start from."""
+    if backend == "rabbitmq" and topo.rabbitmq is not None:
+        return frozenset(b.source for b in topo.rabbitmq.bindings)
+    return frozenset()
+
+
 def describe(
-    target: Target, topo: TopologyFile, extra_names: set[str] | None = None
+    target: Target,
+    topo: TopologyFile,
+    extra_names: set[str] | None = None,
+    all_bindings: bool = True,
 ) -> LiveTopology:
+    """Read what the file names; ``all_bindings=False`` reads only its bindings' sources
+    (enough for a plan that does not prune; pruning looks at every binding)."""
     names: set[str] = set()
     for kind, kind_names in desired_names(topo, target.name).items():
         if kind != "binding":
             names |= kind_names
     names |= extra_names or set()
-    query = TopologyQuery(scope=scope_of(topo, target.name), names=frozenset(names))
+    query = TopologyQuery(
+        scope=scope_of(topo, target.name),
+        names=frozenset(names),
+        binding_sources=None if all_bindings else binding_sources(topo, target.name),
+    )
     return target.backend.topology_describe(query)
 
 
@@ -111,7 +127,7 @@ def plan_file(
     """Read every target once and build the plan. ``mode`` is "apply" or "destroy"."""
     plan = Plan(file=topo.path, env=topo.env, owner=topo.owner)
     for target in targets:
-        live = describe(target, topo)
+        live = describe(target, topo, all_bindings=options.prune or mode == "destroy")
         target.live = live
         changes: list[TopologyChange] = []
         bplan = BackendPlan(backend=target.name, target=target.address, scope=live.scope)

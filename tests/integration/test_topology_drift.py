@@ -220,3 +220,44 @@ def test_rabbitmq_drift(tmp_path: Path, prefix: str) -> None:
         assert queue["arguments"]["x-message-ttl"] == 60000
         exchange = api.get(f"/exchanges/%2F/{p}events").json()
         assert exchange["type"] == "topic"
+
+
+def test_rabbitmq_reads_only_the_bindings_it_was_asked_for(prefix: str) -> None:
+    """A plan without --prune reads bindings per source exchange: exactly theirs, all of
+    theirs (exchange and queue destinations), and nothing for an exchange not there yet."""
+    from qctl.backends.base import BackendConfig
+    from qctl.backends.capabilities.topology import TopologyQuery
+    from qctl.backends.rabbitmq import RabbitMQBackend
+
+    p = prefix
+    with pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL)) as conn:
+        ch = conn.channel()
+        for exchange in ("events", "other", "sink"):
+            ch.exchange_declare(f"{p}{exchange}", "topic", durable=True)
+        ch.queue_declare(f"{p}work", durable=True)
+        ch.queue_bind(f"{p}work", f"{p}events", "order.*")
+        ch.queue_bind(f"{p}work", f"{p}other", "audit.#")
+        ch.exchange_bind(f"{p}sink", f"{p}events", "#")
+
+    rabbit = RabbitMQBackend.from_config(BackendConfig("t", {"url": RABBITMQ_URL}))
+    try:
+
+        def keys(sources: frozenset[str] | None) -> set[tuple[str, str, str, str]]:
+            query = TopologyQuery(names=frozenset({f"{p}work"}), binding_sources=sources)
+            live = rabbit.topology_describe(query)
+            assert f"{p}work" in live.queues
+            return {
+                (b.source, b.destination_type, b.destination, b.routing_key)
+                for b in live.bindings
+                if b.source.startswith(p)
+            }
+
+        narrow = keys(frozenset({f"{p}events", f"{p}not-yet"}))
+        everything = keys(None)
+    finally:
+        rabbit.close()
+    assert narrow == {
+        (f"{p}events", "queue", f"{p}work", "order.*"),
+        (f"{p}events", "exchange", f"{p}sink", "#"),
+    }
+    assert everything == narrow | {(f"{p}other", "queue", f"{p}work", "audit.#")}

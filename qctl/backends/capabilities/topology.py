@@ -149,11 +149,16 @@ class TopologyQuery:
 
     ``count_messages`` asks for message counts of the named topics (needed before a
     delete: non-empty objects are only deleted when forced).
+
+    ``binding_sources`` says that only bindings from these exchanges matter (a plan
+    without pruning compares just the file's bindings); a backend may then read those
+    instead of every binding of the scope. ``None`` needs every binding.
     """
 
     scope: str | None = None
     names: frozenset[str] | None = None
     count_messages: bool = False
+    binding_sources: frozenset[str] | None = None
 
 
 # -- changes -------------------------------------------------------------------------------
