@@ -73,6 +73,11 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "queued.max.messages.kbytes": 131_072,
     "auto.offset.reset": "earliest",
 }
+#: For reads that stop at the end: a fetch that finds no new data for its partitions is
+#: answered after this wait, not librdkafka's 500 ms, so reaching the ends is not held up
+#: by a partition that already has nothing left. (Reads that follow keep the default:
+#: fewer idle fetches.)
+BOUNDED_READ: dict[str, Any] = {"fetch.wait.max.ms": 100}
 _TIMESTAMP_TYPES = {1: "create", 2: "log_append"}
 _POLL = 0.05
 _BATCH_MAX = 20_000
@@ -342,7 +347,9 @@ class KafkaBatch:
         return len(self.raw)
 
     def values(self) -> list[bytes | None]:
-        return [m.value() for m in self.raw]
+        from confluent_kafka import Message as RawMessage
+
+        return list(map(RawMessage.value, self.raw))  # no Python step per message
 
     def messages(self) -> list[Message]:
         if self._messages is None:
@@ -379,6 +386,8 @@ class KafkaSession:
         self._paused: set[int] = set()
         group = request.group or f"qctl-consume-{uuid.uuid4().hex[:12]}"
         conf: dict[str, Any] = dict(CONSUMER_DEFAULTS)
+        if not request.follow:
+            conf.update(BOUNDED_READ)
         conf.update(
             backend.client_config(
                 error_cb=self.errors,
@@ -504,6 +513,7 @@ class KafkaSession:
 
     def next_batch(self, limit: int) -> MessageBatch | None:
         from confluent_kafka import KafkaException, TopicPartition
+        from confluent_kafka import Message as RawMessage
 
         if self._finished():
             return None
@@ -514,7 +524,13 @@ class KafkaSession:
         # One cheap pass drops events (EOF, errors); offsets are looked at only for
         # partitions whose last message in the batch reaches their end: per-message
         # Python work is what limits a Python consumer's throughput.
-        kept = [m for m in raw if m.error() is None]
+        # C-level passes (see _last_per_partition). Not errors.count(None): KafkaError's
+        # comparison with None leaves an exception set; any() only asks truthiness.
+        errors = list(map(RawMessage.error, raw))
+        if not any(errors):
+            kept = raw
+        else:
+            kept = [m for m, err in zip(raw, errors, strict=True) if err is None]
         if kept and self._bounded:
             kept = self._trim(kept)
         if len(kept) != len(raw):
@@ -559,17 +575,19 @@ class KafkaSession:
         return not self.request.follow or self.request.end is not None
 
     def _last_per_partition(self, msgs: list[Any]) -> dict[int, Any]:
-        """The last message of each partition in ``msgs``, scanning from the end (usually
-        a handful of steps: a batch holds long runs of one partition)."""
-        last: dict[int, Any] = {}
-        wanted = len(self._assigned) or 1
-        for m in reversed(msgs):
-            p = m.partition()
-            if p not in last:
-                last[p] = m
-                if len(last) >= wanted:
-                    break
-        return last
+        """The last message of each partition in ``msgs``.
+
+        Done with C-level passes (``map`` over the method, ``list.index`` on the reversed
+        partitions) rather than a Python loop: per-message Python steps are what limits a
+        Python consumer, and a batch often lacks some assigned partition, so a loop
+        from the end would walk all of it.
+        """
+        from confluent_kafka import Message as RawMessage
+
+        parts = list(map(RawMessage.partition, msgs))
+        backwards = parts[::-1]
+        last_index = len(parts) - 1
+        return {p: msgs[last_index - backwards.index(p)] for p in set(parts)}
 
     def _trim(self, kept: list[Any]) -> list[Any]:
         """Drop messages at or past each partition's end, marking partitions done."""

@@ -38,7 +38,12 @@ from qctl.backends.capabilities.transactions import (
 )
 from qctl.backends.kafka.client import ErrorWatch, translate
 from qctl.backends.kafka.core import KafkaCore
-from qctl.backends.kafka.messaging import CONSUMER_DEFAULTS, PRODUCER_DEFAULTS, to_message
+from qctl.backends.kafka.messaging import (
+    BOUNDED_READ,
+    CONSUMER_DEFAULTS,
+    PRODUCER_DEFAULTS,
+    to_message,
+)
 from qctl.errors import NotFoundError, OperationTimeout, QctlError, UsageError
 from qctl.messages import kafka_header_bytes
 
@@ -184,7 +189,7 @@ class _Copier:
                 },
             )
         )
-        cconf: dict[str, Any] = dict(CONSUMER_DEFAULTS)
+        cconf: dict[str, Any] = {**CONSUMER_DEFAULTS, **BOUNDED_READ}  # moves end at the end
         cconf.update(
             self.backend.client_config(
                 error_cb=self.errors,
