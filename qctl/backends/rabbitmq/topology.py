@@ -1,7 +1,8 @@
 """``SupportsTopology`` and queue migration for RabbitMQ, over the management API.
 
 Live state comes from one management API listing per object kind (exchanges, queues,
-bindings, policies): a passive redeclare cannot detect drift, because RabbitMQ accepts
+bindings, policies; bindings per source exchange when a plan needs only a few
+exchanges' bindings): a passive redeclare cannot detect drift, because RabbitMQ accepts
 several differing arguments silently. Large batches of new objects are declared with
 one definitions import (``POST /api/definitions/{vhost}``); small ones, and anything a
 definitions import would not report per object, go through one request per object.
