@@ -1,12 +1,16 @@
-"""What the benchmarks share: qctl's bytecode, progress lines, kcat, alternating rounds."""
+"""What the benchmarks share: qctl's bytecode, progress lines, kcat, alternating rounds,
+scratch Kafka topics."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -62,3 +66,61 @@ def median_rounds(rounds: int, runs: dict[str, Callable[[], float]]) -> dict[str
             results[name].append(rate)
             say(f"  round {r + 1}: {name}: {rate:,.0f} msg/s")
     return {name: statistics.median(rates) for name, rates in results.items()}
+
+
+class KafkaScratch:
+    """One run's Kafka topics (under a unique prefix) and a private qctl state directory,
+    with the environment that points qctl at both; ``close`` removes them."""
+
+    def __init__(self, bootstrap: str, kind: str, partitions: int) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        self.bootstrap = bootstrap
+        self.partitions = partitions
+        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+        self.prefix = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
+        self.created: list[str] = []
+        self.state = tempfile.mkdtemp(prefix="qctl-bench-")
+        self.env = {
+            **os.environ,
+            "QCTL_KAFKA_BOOTSTRAP": bootstrap,
+            "QCTL_CONFIG": "/nonexistent",
+            "QCTL_STATE_DIR": self.state,
+        }
+
+    def topic(self, name: str | None = None) -> str:
+        """A new topic (``<prefix>-<n>`` unless named)."""
+        from confluent_kafka.admin import NewTopic
+
+        name = name or f"{self.prefix}-{len(self.created)}"
+        self.admin.create_topics([NewTopic(name, self.partitions, 1)])[name].result(30)
+        self.created.append(name)
+        return name
+
+    def fill(
+        self,
+        topic: str,
+        count: int,
+        message: Callable[[int], tuple[bytes, bytes | None]],
+        headers: list[tuple[str, bytes]],
+    ) -> None:
+        """``count`` messages ``message(i)`` (value, key), all with ``headers``."""
+        from confluent_kafka import Producer
+
+        producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 50})
+        for i in range(count):
+            value, key = message(i)
+            while True:
+                try:
+                    producer.produce(topic, value, key, headers=headers)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+        producer.flush(60)
+
+    def close(self) -> None:
+        if self.created:
+            for future in self.admin.delete_topics(self.created).values():
+                with contextlib.suppress(Exception):
+                    future.result(30)
+        shutil.rmtree(self.state, ignore_errors=True)

@@ -30,7 +30,6 @@ benchmark creates is deleted afterwards.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -45,7 +44,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common import compile_qctl, ensure_kcat, median_rounds, say
+from common import KafkaScratch, compile_qctl, ensure_kcat, median_rounds, say
 
 REPO = Path(__file__).resolve().parent.parent
 QCTL = [sys.executable, "-m", "qctl"]
@@ -94,52 +93,24 @@ def payload(i: int, size: int) -> bytes:
 
 # -- Kafka -----------------------------------------------------------------------------------
 def bench_kafka(args: argparse.Namespace, kcat: str) -> list[tuple[str, float, str, float, float]]:
-    from confluent_kafka import Producer
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": args.bootstrap})
-    prefix = f"bench-redrive-{uuid.uuid4().hex[:6]}"
-    created: list[str] = []
+    scratch = KafkaScratch(args.bootstrap, "redrive", args.partitions)
     n = args.messages
-    state = tempfile.mkdtemp(prefix="qctl-bench-")
-    env = {
-        **os.environ,
-        "QCTL_KAFKA_BOOTSTRAP": args.bootstrap,
-        "QCTL_CONFIG": "/nonexistent",
-        "QCTL_STATE_DIR": state,
-    }
-
-    def topic(name: str) -> str:
-        admin.create_topics([NewTopic(name, args.partitions, 1)])[name].result(30)
-        created.append(name)
-        return name
 
     def dlq() -> tuple[str, str]:
         """A fresh DLQ full of dead letters whose origin is a fresh topic."""
-        k = len(created)
-        origin = topic(f"{prefix}-{k}")
-        source = topic(f"{prefix}-{k}.dlq")
-        producer = Producer({"bootstrap.servers": args.bootstrap, "linger.ms": 50})
+        origin = scratch.topic()
+        source = scratch.topic(f"{origin}.dlq")
         headers = [
             ("qctl-original-topic", origin.encode()),
             ("qctl-error-class", b"org.example.PaymentException"),
             ("qctl-failed-at", str(int(time.time() * 1000)).encode()),
         ]
-        for i in range(n):
-            while True:
-                try:
-                    producer.produce(
-                        source, payload(i, args.size), f"k{i}".encode(), headers=headers
-                    )
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-        producer.flush(60)
+        scratch.fill(source, n, lambda i: (payload(i, args.size), f"k{i}".encode()), headers)
         return origin, source
 
     def qctl_redrive() -> float:
         _origin, source = dlq()
-        return n / run([*QCTL, "dlq", "redrive", f"kafka:{source}", "--yes"], env=env)
+        return n / run([*QCTL, "dlq", "redrive", f"kafka:{source}", "--yes"], env=scratch.env)
 
     def kcat_pipe() -> float:
         origin, source = dlq()
@@ -151,11 +122,10 @@ def bench_kafka(args: argparse.Namespace, kcat: str) -> list[tuple[str, float, s
         return n / run(pipe, shell=True)
 
     say(f"kafka: redrive {n:,} x {args.size} B ({args.partitions} partitions)")
-    rates = median_rounds(args.rounds, {"qctl": qctl_redrive, "kcat pipe": kcat_pipe})
-    for future in admin.delete_topics(created).values():
-        with contextlib.suppress(Exception):
-            future.result(30)
-    shutil.rmtree(state, ignore_errors=True)
+    try:
+        rates = median_rounds(args.rounds, {"qctl": qctl_redrive, "kcat pipe": kcat_pipe})
+    finally:
+        scratch.close()
     return [
         (
             "kafka redrive (exactly-once)",

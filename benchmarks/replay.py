@@ -20,18 +20,14 @@ missing and run as root). Topics are deleted afterwards.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import shutil
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import compile_qctl, ensure_kcat, median_rounds, say
+from common import KafkaScratch, compile_qctl, ensure_kcat, median_rounds, say
 from redrive import payload, run
 
 QCTL = [sys.executable, "-m", "qctl"]
@@ -48,54 +44,28 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> None:
-    from confluent_kafka import Producer
-    from confluent_kafka.admin import AdminClient, NewTopic
-
     args = parse_args()
     compile_qctl()
     kcat = ensure_kcat()
     if kcat is None:
         raise SystemExit("kcat is not installed and could not be installed")
-    admin = AdminClient({"bootstrap.servers": args.bootstrap})
-    prefix = f"bench-replay-{uuid.uuid4().hex[:6]}"
-    created: list[str] = []
+    scratch = KafkaScratch(args.bootstrap, "replay", args.partitions)
     n = args.messages
-    state = tempfile.mkdtemp(prefix="qctl-bench-")
-    env = {
-        **os.environ,
-        "QCTL_KAFKA_BOOTSTRAP": args.bootstrap,
-        "QCTL_CONFIG": "/nonexistent",
-        "QCTL_STATE_DIR": state,
-    }
-
-    def topic() -> str:
-        name = f"{prefix}-{len(created)}"
-        admin.create_topics([NewTopic(name, args.partitions, 1)])[name].result(30)
-        created.append(name)
-        return name
-
-    source = topic()
+    source = scratch.topic()
     say(f"filling {source} with {n:,} messages of {args.size} B ...")
-    producer = Producer({"bootstrap.servers": args.bootstrap, "linger.ms": 50})
     headers = [("event-type", b"OrderCreated"), ("trace-id", b"0123456789abcdef")]
-    for i in range(n):
-        while True:
-            try:
-                producer.produce(
-                    source, payload(i, args.size), f"order-{i % 5000}".encode(), headers=headers
-                )
-                break
-            except BufferError:
-                producer.poll(0.05)
-    producer.flush(60)
+    scratch.fill(
+        source, n, lambda i: (payload(i, args.size), f"order-{i % 5000}".encode()), headers
+    )
     time.sleep(1)
 
     def qctl_replay() -> float:
-        target = topic()
-        return n / run([*QCTL, "replay", f"kafka:{source}", "--to", f"kafka:{target}"], env=env)
+        target = scratch.topic()
+        command = [*QCTL, "replay", f"kafka:{source}", "--to", f"kafka:{target}"]
+        return n / run(command, env=scratch.env)
 
     def kcat_pipe() -> float:
-        target = topic()
+        target = scratch.topic()
         b = args.bootstrap
         pipe = (
             f"{kcat} -C -b {b} -t {source} -o beginning -e -q -f '%s\\n' | "
@@ -107,10 +77,7 @@ def main() -> None:
     try:
         rates = median_rounds(args.rounds, {"qctl": qctl_replay, "kcat pipe": kcat_pipe})
     finally:
-        for future in admin.delete_topics(created).values():
-            with contextlib.suppress(Exception):
-                future.result(30)
-        shutil.rmtree(state, ignore_errors=True)
+        scratch.close()
     ratio = rates["qctl"] / rates["kcat pipe"]
     print()
     print(f"{'measurement':<34} {'qctl msg/s':>11} {'kcat pipe msg/s':>16} {'ratio':>7}  target")

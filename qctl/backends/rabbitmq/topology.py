@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 BULK_THRESHOLD = 20
 #: Up to this many source exchanges, bindings are read per exchange, not for the vhost.
 MAX_BINDING_SOURCES = 16
-_SOURCE = "bindings-from:"
 
 _QUEUE_COLUMNS = (
     "name,type,durable,auto_delete,exclusive,arguments,messages,"
@@ -88,13 +87,15 @@ class RabbitTopologyAdmin(RabbitCore):
         # exchanges' bindings matter, read just theirs.
         sources = query.binding_sources
         if sources is not None and len(sources) <= MAX_BINDING_SOURCES:
-            for source in sorted(sources - {""}):
-                path = f"/exchanges/{vh}/{quote_segment(source)}/bindings/source"
-                requests[f"{_SOURCE}{source}"] = (path, None)
+            binding_paths = [
+                f"/exchanges/{vh}/{quote_segment(source)}/bindings/source"
+                for source in sorted(sources - {""})
+            ]
         else:
-            requests["bindings"] = (f"/bindings/{vh}", None)
-        with ThreadPoolExecutor(max_workers=min(len(requests), 8)) as pool:
+            binding_paths = [f"/bindings/{vh}"]
+        with ThreadPoolExecutor(max_workers=min(len(requests) + len(binding_paths), 8)) as pool:
             futures = {k: pool.submit(api.get, path, p) for k, (path, p) in requests.items()}
+            binding_futures = [pool.submit(api.get, path) for path in binding_paths]
         try:
             exchanges = futures["exchanges"].result()
         except NotFoundError:
@@ -104,12 +105,11 @@ class RabbitTopologyAdmin(RabbitCore):
             ) from None
         queues = futures["queues"].result()
         bindings: list[dict[str, Any]] = []
-        for key, future in futures.items():
-            if key == "bindings":
+        for future in binding_futures:
+            # Not found: a source exchange that does not exist yet (a missing vhost was
+            # reported above).
+            with contextlib.suppress(NotFoundError):
                 bindings += future.result()
-            elif key.startswith(_SOURCE):
-                with contextlib.suppress(NotFoundError):  # the exchange does not exist yet
-                    bindings += future.result()
         policies = futures["policies"].result()
         live = LiveTopology(backend=self.name, scope=vhost)
         for item in exchanges:
