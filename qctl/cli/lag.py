@@ -266,7 +266,9 @@ def _emit(
         text = render(snap).rstrip("\n")
         out.emit(None, lambda _: text)
         return
-    data: Any = plain(snap)
+    # JSON is written straight from the snapshot's dataclasses (see ``LagOutput``); the
+    # other formats want plain values.
+    data: Any = dict(vars(snap)) if chosen == "json" else plain(snap)
     if limits.active:
         data["thresholds"] = {
             "messages": limits.messages,
@@ -278,7 +280,7 @@ def _emit(
 
 class LagOutput(Output):
     """``Output`` with a JSON writer that keeps thousands of partitions fast to print
-    (see ``qctl.lag.jsonout``); the data is already plain (``jsonout.plain``)."""
+    (see ``qctl.lag.jsonout``)."""
 
     def emit(self, data: Any, table: Callable[[Any], str] | None = None) -> None:
         if self.fmt == "json":

@@ -8,7 +8,6 @@ one per context, so the second run already has a trend.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -155,8 +154,10 @@ class HistoryStore:
     @classmethod
     def load(cls, path: Path, max_samples: int = 30, max_age: float = 3600.0) -> HistoryStore:
         """The stored history, or an empty one when the file is missing or unreadable."""
+        import orjson
+
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = orjson.loads(path.read_bytes())
             return cls.from_dict(data, max_samples, max_age)
         except FileNotFoundError:
             return cls(max_samples, max_age)
@@ -172,7 +173,9 @@ class HistoryStore:
                 del table[key]
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), separators=(",", ":")), encoding="utf-8")
+        import orjson
+
+        tmp.write_bytes(orjson.dumps(self.to_dict()))
         os.replace(tmp, path)
 
 

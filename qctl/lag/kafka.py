@@ -227,8 +227,12 @@ def read_groups(
     )
     if not ids:
         return []
-    descriptions = backend.describe_groups(ids)
-    committed = backend.committed_offsets(ids)
+    # Independent requests (the describe goes to librdkafka, the offsets to the group
+    # coordinators): side by side.
+    with ThreadPoolExecutor(1, thread_name_prefix="qctl-lag") as pool:
+        describing = pool.submit(backend.describe_groups, ids)
+        committed = backend.committed_offsets(ids)
+        descriptions = describing.result()
     if explicit:
         missing = [
             g
@@ -312,12 +316,17 @@ def read_groups(
         for row in measured[group]:
             position = probe_position(row)
             probe = probes.get(level, {}).get(position) if position is not None else None
-            end_points = [
-                (s.at, pt.end)
-                for s in past
-                if (pt := s.partitions.get(row.key)) is not None and pt.end is not None
-            ]
-            apply_time_lag(row, probe, now, end_points)
+            apply_time_lag(row, probe, now)
+            if row.time_lag_seconds is None and row.lag and past:
+                # No usable message: interpolate over the recorded log-end offsets. (Only
+                # then: collecting them for every partition costs more than the reads.)
+                key = row.key
+                end_points = [
+                    (s.at, pt.end)
+                    for s in past
+                    if (pt := s.partitions.get(key)) is not None and pt.end is not None
+                ]
+                apply_time_lag(row, probe, now, end_points)
         results.append(
             _assemble(
                 backend_name,
@@ -354,10 +363,12 @@ def _assemble(
     key = f"{backend_name}:{group}"
     samples = history.add_group(key, sample) if history is not None else [sample]
     evaluations: dict[str, Evaluation] = {}
+    tables = [(s.at, s.partitions) for s in samples]
     for row in rows:
-        series = [(s.at, s.partitions[row.key]) for s in samples if row.key in s.partitions]
+        key = row.key
+        series = [(at, points[key]) for at, points in tables if key in points]
         row.evaluation = evaluate_partition(series, row.state, rules)
-        evaluations[row.key] = row.evaluation
+        evaluations[key] = row.evaluation
     time_lags = [r.time_lag_seconds for r in rows if r.time_lag_seconds is not None]
     members = [
         MemberView(

@@ -26,13 +26,18 @@ we call that OK (a consumer committing in batches at a steady distance is keepin
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
 from qctl.lag.history import GroupSample, PartitionPoint, QueueSample
 from qctl.lag.model import Evaluation, PartitionState, Status, Trend
-from qctl.timespec import format_duration
+from qctl.timespec import format_duration as _format_duration
+
+#: Every partition of a group spans the same window: the same few durations, formatted
+#: thousands of times per snapshot.
+format_duration = functools.lru_cache(maxsize=1024)(_format_duration)
 
 #: Partition states whose lag cannot be trusted.
 ERROR_STATES = {
@@ -86,13 +91,21 @@ def _trend_from_change(change: float, scale_value: float, rules: Rules) -> Trend
 
 def slope(points: Sequence[tuple[float, float]]) -> float:
     """Least-squares slope of value over time (per second)."""
+    # Plain loops: a lag overview evaluates thousands of partitions per snapshot.
     n = len(points)
-    mean_t = sum(t for t, _ in points) / n
-    mean_v = sum(v for _, v in points) / n
-    var = sum((t - mean_t) ** 2 for t, _ in points)
+    sum_t = sum_v = 0.0
+    for t, v in points:
+        sum_t += t
+        sum_v += v
+    mean_t, mean_v = sum_t / n, sum_v / n
+    var = cov = 0.0
+    for t, v in points:
+        dt_ = t - mean_t
+        var += dt_ * dt_
+        cov += dt_ * (v - mean_v)
     if var == 0:
         return 0.0
-    return sum((t - mean_t) * (v - mean_v) for t, v in points) / var
+    return cov / var
 
 
 def eta_seconds(lag: int | None, consume: float | None, produce: float | None) -> float | None:

@@ -63,6 +63,12 @@ def client_config(settings: Mapping[str, Any], timeout: float) -> dict[str, Any]
     conf.setdefault("socket.timeout.ms", timeout_ms)
     conf.setdefault("socket.connection.setup.timeout.ms", timeout_ms)
     conf.setdefault("client.id", "qctl")
+    # librdkafka drops its bootstrap connection once the first metadata names the real
+    # brokers, and a request in flight on it is retried only after half this backoff
+    # (its "sparse connect" interval): 50 ms on every short-lived client with the
+    # default of 100. Later reconnects still back off exponentially, up to
+    # reconnect.backoff.max.ms.
+    conf.setdefault("reconnect.backoff.ms", 20)
     conf["logger"] = LIBRDKAFKA_LOG
     return conf
 

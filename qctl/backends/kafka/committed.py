@@ -73,12 +73,53 @@ class CommittedOffsetsFetcher:
         self._fetch_checked: set[tuple[str, int]] = set()
 
     def fetch(self, group_ids: Iterable[str]) -> dict[str, Offsets]:
+        ids = list(group_ids)
         try:
-            return {group: self._group(group) for group in group_ids}
+            settled = self._pipelined(ids) if len(ids) > 1 else {}
+            # Whatever the pipelined pass did not settle (an error, a moving coordinator)
+            # goes through the one-group path with its retries and error reporting.
+            return {
+                group: settled[group] if group in settled else self._group(group) for group in ids
+            }
         finally:
             for probe in self._probes.values():
                 probe.sock.close()
             self._probes.clear()
+
+    # -- all groups in a few round trips -----------------------------------------------------
+    def _pipelined(self, ids: list[str]) -> dict[str, Offsets]:
+        """The offsets of every group whose coordinator answered cleanly, with the lookups
+        and the fetches pipelined per connection: a hundred groups in a few round trips
+        instead of two hundred. Anything else is left out, not raised."""
+        found: dict[str, Coordinator] = {}
+        for address in self.addresses:
+            try:
+                probe = self._probe(address)
+                version = self._coordinator_version(probe, address)
+                answers = probe.find_coordinators(ids, version)
+            except WireError as exc:
+                self._drop(address)
+                log.debug("pipelined FindCoordinator at %s:%s: %s", *address, exc)
+                continue
+            found = {g: c for g, c in zip(ids, answers, strict=True) if c.error_code == 0}
+            break
+        by_coordinator: dict[tuple[str, int], list[str]] = {}
+        for group, coordinator in found.items():
+            by_coordinator.setdefault((coordinator.host, coordinator.port), []).append(group)
+        settled: dict[str, Offsets] = {}
+        for address, groups in by_coordinator.items():
+            try:
+                probe = self._probe(address)
+                self._check_version(probe, address)
+                results = probe.offset_fetches(groups)
+            except WireError as exc:
+                self._drop(address)
+                log.debug("pipelined OffsetFetch at %s:%s: %s", *address, exc)
+                continue
+            for group, result in zip(groups, results, strict=True):
+                if result.error_code == 0:
+                    settled[group] = _offsets(group, result.partitions)
+        return settled
 
     # -- one group -------------------------------------------------------------------------
     def _group(self, group_id: str) -> Offsets:
@@ -124,12 +165,7 @@ class CommittedOffsetsFetcher:
         for address in self.addresses:
             try:
                 probe = self._probe(address)
-                version = self._find_version.get(address)
-                if version is None:
-                    low, high = probe.api_versions().api_keys.get(FIND_COORDINATOR, (0, 0))
-                    if high < 1:
-                        raise WireUnsupported("FindCoordinator v1+ is not supported")
-                    version = self._find_version[address] = max(min(high, 4), low)
+                version = self._coordinator_version(probe, address)
                 found = probe.find_coordinator(group_id, version)
             except WireError as exc:
                 self._drop(address)
@@ -156,6 +192,15 @@ class CommittedOffsetsFetcher:
                 raise WireUnsupported(str(exc)) from None
             self._probes[address] = probe
         return probe
+
+    def _coordinator_version(self, probe: Probe, address: tuple[str, int]) -> int:
+        version = self._find_version.get(address)
+        if version is None:
+            low, high = probe.api_versions().api_keys.get(FIND_COORDINATOR, (0, 0))
+            if high < 1:
+                raise WireUnsupported("FindCoordinator v1+ is not supported")
+            version = self._find_version[address] = max(min(high, 4), low)
+        return version
 
     def _check_version(self, probe: Probe, address: tuple[str, int]) -> None:
         if address in self._fetch_checked:
