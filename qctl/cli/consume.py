@@ -125,6 +125,7 @@ def consume(
     from qctl.backends.base import require
     from qctl.backends.capabilities.messaging import ConsumeRequest, SupportsConsume
     from qctl.filters import compile_where
+    from qctl.gcpause import paused_gc
     from qctl.messages import make_stdout_private
     from qctl.refs import parse_ref
 
@@ -165,8 +166,9 @@ def consume(
     started = time.monotonic()
     idle_since = started
     try:
-        with session:
+        with session, paused_gc() as gc_pause:
             while max_messages is None or written < max_messages:
+                gc_pause.tick()
                 remaining = max_messages - written if max_messages else BATCH
                 limit = BATCH if predicate is not None else min(BATCH, remaining)
                 batch = session.next_batch(limit)

@@ -589,9 +589,35 @@ class KafkaSession:
         last_index = len(parts) - 1
         return {p: msgs[last_index - backwards.index(p)] for p in set(parts)}
 
+    def _before_ends(self) -> bool:
+        """Whether every message handed out so far lies before its partition's end.
+
+        The consumer's position (the offset after the last message it returned) answers
+        for the whole batch with one call per partition instead of a look at every
+        message; near the ends, and once a partition is done, ``_trim`` looks closer.
+        """
+        from confluent_kafka import TopicPartition
+
+        state = self.state
+        if any(p not in state or state[p].done for p in self._assigned):
+            return False
+        try:
+            positions = self.consumer.position(
+                [TopicPartition(self.topic, p) for p in self._assigned]
+            )
+        except Exception:  # the closer look gives the same answer, only slower
+            return False
+        for tp in positions:
+            end = state[tp.partition].end
+            if end is not None and tp.offset >= end:
+                return False
+        return True
+
     def _trim(self, kept: list[Any]) -> list[Any]:
         """Drop messages at or past each partition's end, marking partitions done."""
         state = self.state
+        if self._before_ends():
+            return kept
         crossing = set()
         for p, m in self._last_per_partition(kept).items():
             st = state.get(p)

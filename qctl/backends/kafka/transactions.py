@@ -334,11 +334,15 @@ class _Copier:
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> CopyReport:
+        from qctl.gcpause import paused_gc
+
         started = time.monotonic()
         self._init()
         try:
-            while self.active and not self.control.stopping() and not self.report.limited:
-                self._transaction()
+            with paused_gc() as gc_pause:  # thousands of messages per transaction
+                while self.active and not self.control.stopping() and not self.report.limited:
+                    gc_pause.tick()
+                    self._transaction()
         finally:
             self.report.elapsed = time.monotonic() - started
         self.report.stopped = bool(self.active) and not self.report.limited
