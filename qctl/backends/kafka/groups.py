@@ -55,8 +55,18 @@ def _type(value: Any) -> str:
     return name.lower() if name else "unknown"
 
 
+#: From this many partitions on, their offsets (``listoffsets``) and the timestamps at
+#: positions in them (``fetchts``) are asked over the wire.
+WIRE_FROM = 100
+#: How old a metadata listing may be to find partition leaders by.
+RECENT_METADATA_SECONDS = 5.0
+
+
 class KafkaConsumerGroups(KafkaCore):
     """``SupportsConsumerGroups`` for Kafka."""
+
+    #: (when, listing) of the last cluster metadata read for partition counts.
+    _recent_metadata: tuple[float, Any] = (0.0, None)
 
     def list_groups(self) -> list[GroupListing]:
         admin = self.admin()
@@ -179,6 +189,7 @@ class KafkaConsumerGroups(KafkaCore):
     def topic_partitions(self, topics: Iterable[str]) -> dict[str, int]:
         wanted = set(topics)
         metadata = self.admin().list_topics(timeout=self.timeout)
+        self._recent_metadata = (time.monotonic(), metadata)
         return {
             name: len(topic.partitions)
             for name, topic in metadata.topics.items()
@@ -205,6 +216,10 @@ class KafkaConsumerGroups(KafkaCore):
         tps = sorted(set(partitions))
         if not tps:
             return {}
+        out = self._ends_by_wire(tps)
+        tps = [tp for tp in tps if tp not in out]
+        if not tps:
+            return out
         admin = self.admin()
 
         def send(spec: Any, isolation: Any) -> dict[Any, Any]:
@@ -236,13 +251,88 @@ class KafkaConsumerGroups(KafkaCore):
             earliest, high, stable = (collect(futures) for futures in sent)
         except Exception as exc:
             raise translate(exc, self.bootstrap, "list offsets") from exc
-        return {
-            tp: PartitionOffsets(
-                log_start=earliest[tp], log_end=high[tp], last_stable=stable.get(tp, high[tp])
+        out.update(
+            (
+                tp,
+                PartitionOffsets(
+                    log_start=earliest[tp], log_end=high[tp], last_stable=stable.get(tp, high[tp])
+                ),
             )
             for tp in tps
             if tp in earliest and tp in high
+        )
+        return out
+
+    def _ends_by_wire(self, tps: list[TopicPartition]) -> dict[TopicPartition, PartitionOffsets]:
+        """What ``listoffsets`` settles over the wire (nothing for few partitions, or when
+        the wire client cannot log in the way librdkafka does)."""
+        from qctl.backends.kafka.listoffsets import list_ends
+        from qctl.backends.kafka.wire import probe_security
+
+        if len(tps) < WIRE_FROM:
+            return {}
+        security = probe_security(self.settings)
+        if security is None:
+            return {}
+        leaders = self._leaders((tp.topic, tp.partition) for tp in tps)
+        ends = list_ends(leaders, self.timeout, security.ssl_context, security.sasl)
+        return {
+            TopicPartition(t, p): PartitionOffsets(log_start=a, log_end=b, last_stable=c)
+            for (t, p), (a, b, c) in ends.items()
         }
+
+    def _leaders(
+        self, partitions: Iterable[tuple[str, int]]
+    ) -> dict[tuple[str, int], tuple[str, int]]:
+        """The leader (host, port) of each partition that has one.
+
+        The listing just read for the partition counts names the leaders too; a leader
+        that moved since makes the wire request fail for its partitions, which the
+        callers then ask librdkafka about.
+        """
+        seen_at, metadata = self._recent_metadata
+        if metadata is None or time.monotonic() - seen_at > RECENT_METADATA_SECONDS:
+            metadata = self.admin().list_topics(timeout=self.timeout)
+            self._recent_metadata = (time.monotonic(), metadata)
+        brokers = {b.id: (b.host, b.port) for b in metadata.brokers.values()}
+        leaders: dict[tuple[str, int], tuple[str, int]] = {}
+        for topic_name, partition in partitions:
+            topic = metadata.topics.get(topic_name)
+            part = topic.partitions.get(partition) if topic is not None else None
+            if part is not None and part.leader in brokers:
+                leaders[(topic_name, partition)] = brokers[part.leader]
+        return leaders
+
+    def _timestamps_by_wire(
+        self, pending: dict[TopicPartition, list[int]], isolation: str
+    ) -> dict[Position, MessageTimestamp]:
+        """What ``fetchts`` settles with one Fetch per leader (nothing for few
+        partitions, or when the wire client cannot log in the way librdkafka does)."""
+        from qctl.backends.kafka.fetchts import read_positions
+        from qctl.backends.kafka.wire import probe_security
+
+        if len(pending) < WIRE_FROM:
+            return {}
+        security = probe_security(self.settings)
+        if security is None:
+            return {}
+        wanted = {(tp.topic, tp.partition): offsets for tp, offsets in pending.items()}
+        found = read_positions(
+            self._leaders(wanted),
+            wanted,
+            isolation == "read_committed",
+            self.timeout,
+            security.ssl_context,
+            security.sasl,
+        )
+        out: dict[Position, MessageTimestamp] = {}
+        for (topic, partition, asked), what in found.items():
+            position = Position(TopicPartition(topic, partition), asked)
+            if what.offset is None:
+                out[position] = MessageTimestamp(None, None, False, what.end)
+            else:
+                out[position] = MessageTimestamp(what.timestamp, what.offset, what.offset == asked)
+        return out
 
     def offsets_for_times(
         self, requests: Mapping[TopicPartition, int]
@@ -288,7 +378,10 @@ class KafkaConsumerGroups(KafkaCore):
             pending[pos.tp].append(pos.offset)
         for offsets in pending.values():
             offsets.sort()
-        out: dict[Position, MessageTimestamp] = {}
+        out = self._timestamps_by_wire(pending, isolation)
+        for position in out:
+            pending[position.tp].remove(position.offset)
+        pending = defaultdict(list, {tp: offsets for tp, offsets in pending.items() if offsets})
         if not pending:
             return out
         consumer = Consumer(

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 API_VERSIONS = 18
 DESCRIBE_QUORUM = 55
 FIND_COORDINATOR = 10
+FETCH = 1
+LIST_OFFSETS = 2
 OFFSET_FETCH = 9
 OFFSET_DELETE = 47
 
@@ -62,6 +64,12 @@ _INT16 = struct.Struct(">h")
 _INT32 = struct.Struct(">i")
 #: partition, committed offset, committed leader epoch
 _OFFSET_FETCH_PARTITION = struct.Struct(">iqi")
+#: ListOffsets v4 answer per partition: partition, error, timestamp, offset, leader epoch
+_LIST_OFFSETS_PARTITION = struct.Struct(">ihqqi")
+#: ListOffsets v4 question per partition: partition, current leader epoch, timestamp
+_LIST_OFFSETS_ASK = struct.Struct(">iiq")
+#: ListOffsets timestamps that ask for the log-start and the end offset.
+EARLIEST, LATEST = -2, -1
 
 
 class WireError(Exception):
@@ -262,12 +270,12 @@ def error_name(code: int) -> str:
     return ERROR_NAMES.get(code, f"error code {code}")
 
 
-def _string(text: str) -> bytes:
+def wire_string(text: str) -> bytes:
     raw = text.encode()
     return struct.pack(">h", len(raw)) + raw
 
 
-def _request_header_v1(api_key: int, version: int, correlation_id: int) -> bytes:
+def request_header_v1(api_key: int, version: int, correlation_id: int) -> bytes:
     return (
         struct.pack(">hhi", api_key, version, correlation_id)
         + struct.pack(">h", len(CLIENT_ID))
@@ -294,8 +302,8 @@ def encode_find_coordinator_request(correlation_id: int, group_id: str, version:
     if version == 3:
         body = _compact_string(group_id) + struct.pack(">b", 0) + _uvarint(0)
         return _request_header_v2(FIND_COORDINATOR, 3, correlation_id) + body
-    body = _string(group_id) + struct.pack(">b", 0)
-    return _request_header_v1(FIND_COORDINATOR, version, correlation_id) + body
+    body = wire_string(group_id) + struct.pack(">b", 0)
+    return request_header_v1(FIND_COORDINATOR, version, correlation_id) + body
 
 
 def decode_find_coordinator_response(payload: bytes, version: int) -> Coordinator:
@@ -338,11 +346,11 @@ def encode_offset_delete_request(
     correlation_id: int, group_id: str, partitions: dict[str, list[int]]
 ) -> bytes:
     """OffsetDelete v0 (the only version): group, then topics with partition indexes."""
-    body = _string(group_id) + struct.pack(">i", len(partitions))
+    body = wire_string(group_id) + struct.pack(">i", len(partitions))
     for topic, indexes in partitions.items():
-        body += _string(topic) + struct.pack(">i", len(indexes))
+        body += wire_string(topic) + struct.pack(">i", len(indexes))
         body += b"".join(struct.pack(">i", p) for p in indexes)
-    return _request_header_v1(OFFSET_DELETE, 0, correlation_id) + body
+    return request_header_v1(OFFSET_DELETE, 0, correlation_id) + body
 
 
 def decode_offset_delete_response(payload: bytes) -> OffsetDeleteResult:
@@ -371,8 +379,8 @@ def encode_offset_fetch_request(correlation_id: int, group_id: str) -> bytes:
 
     A null topic array asks for all of the group's offsets, as Kafka's own tools do.
     """
-    body = _string(group_id) + struct.pack(">i", -1)
-    return _request_header_v1(OFFSET_FETCH, 5, correlation_id) + body
+    body = wire_string(group_id) + struct.pack(">i", -1)
+    return request_header_v1(OFFSET_FETCH, 5, correlation_id) + body
 
 
 def decode_offset_fetch_response(payload: bytes) -> OffsetFetchResult:
@@ -401,6 +409,43 @@ def decode_offset_fetch_response(payload: bytes) -> OffsetFetchResult:
     except struct.error:
         raise WireError("truncated response") from None
     return OffsetFetchResult(error_code=error_code, partitions=partitions)
+
+
+def encode_list_offsets_request(
+    correlation_id: int, topics: Mapping[str, Sequence[int]], timestamp: int, committed: bool
+) -> bytes:
+    """ListOffsets v4 (the last non-flexible one) for every partition of ``topics``:
+    ``timestamp`` EARLIEST or LATEST, the end read_committed (last-stable) or not."""
+    parts = [struct.pack(">ibi", -1, 1 if committed else 0, len(topics))]
+    for topic, partitions in topics.items():
+        parts.append(wire_string(topic) + _INT32.pack(len(partitions)))
+        parts.extend(_LIST_OFFSETS_ASK.pack(p, -1, timestamp) for p in partitions)
+    return request_header_v1(LIST_OFFSETS, 4, correlation_id) + b"".join(parts)
+
+
+def decode_list_offsets_response(payload: bytes) -> dict[tuple[str, int], tuple[int, int]]:
+    """(topic, partition) -> (error code, offset) of a ListOffsets v4 answer."""
+    out: dict[tuple[str, int], tuple[int, int]] = {}
+    try:
+        pos = 8  # correlation id (response header v0), throttle time
+        (topics,) = _INT32.unpack_from(payload, pos)
+        pos += 4
+        for _ in range(max(topics, 0)):
+            (size,) = _INT16.unpack_from(payload, pos)
+            pos += 2
+            topic = payload[pos : pos + max(size, 0)].decode("utf-8", "replace")
+            pos += max(size, 0)
+            (count,) = _INT32.unpack_from(payload, pos)
+            pos += 4
+            for _ in range(max(count, 0)):
+                partition, code, _ts, offset, _epoch = _LIST_OFFSETS_PARTITION.unpack_from(
+                    payload, pos
+                )
+                pos += _LIST_OFFSETS_PARTITION.size
+                out[(topic, partition)] = (code, offset)
+    except struct.error:
+        raise WireError("truncated response") from None
+    return out
 
 
 def ssl_context_from_settings(settings: Mapping[str, Any]) -> ssl.SSLContext:
@@ -550,6 +595,17 @@ class Probe:
         return decode_offset_fetch_response(
             self.request(encode_offset_fetch_request(self.correlation, group_id))
         )
+
+    def list_offsets(
+        self, topics: Mapping[str, Sequence[int]], asks: Sequence[tuple[int, bool]]
+    ) -> list[dict[tuple[str, int], tuple[int, int]]]:
+        """One ListOffsets per (timestamp, read_committed) in ``asks``, pipelined."""
+        frames = []
+        for timestamp, committed in asks:
+            self.correlation += 1
+            frame = encode_list_offsets_request(self.correlation, topics, timestamp, committed)
+            frames.append((self.correlation, frame))
+        return [decode_list_offsets_response(a) for a in self.pipeline(frames)]
 
     def offset_delete(self, group_id: str, partitions: dict[str, list[int]]) -> OffsetDeleteResult:
         self.correlation += 1

@@ -1,0 +1,325 @@
+"""Timestamps of the messages at many positions, read with one Fetch per partition leader.
+
+Lag in time reads the message at every group's committed offset. With a consumer,
+librdkafka brings thousands of assigned partitions into its fetcher a few at a time
+(five fetch rounds for 5,000 partitions here, about a second) and hands every fetched
+message to Python. One Fetch per leader for all the partitions, a small byte limit per
+partition, and a look at record batch headers (and, for a position inside a batch, at
+its record headers) answer them in one round trip.
+
+What is settled here, and what is left to the consumer (the caller falls back to it):
+
+* The first readable record at or after the position: its offset, and its timestamp
+  (the batch's ``maxTimestamp`` for LogAppendTime batches, else ``baseTimestamp`` plus
+  the record's delta). Records are walked in uncompressed and gzip batches, and in the
+  readable prefix of a batch the byte limit cut off. Other codecs, a message format
+  before v2, a compressed batch that was cut off, an error: left to the consumer.
+* Control batches (transaction markers) are never messages. With read_committed, data
+  batches of aborted transactions (the answer's aborted-transactions list, applied as
+  Kafka's own consumer does) are skipped.
+* Nothing readable between the position and the end the answer covers: the end (high
+  watermark, or last-stable offset with read_committed) is reported, as a consumer
+  reports reaching the end of the partition.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import struct
+import zlib
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, NamedTuple
+
+from qctl.backends.kafka.wire import FETCH, Probe, WireError, request_header_v1, wire_string
+
+if TYPE_CHECKING:
+    from qctl.backends.kafka.sasl import SaslCredentials
+
+log = logging.getLogger(__name__)
+
+_VERSION = 4
+#: Bytes asked per partition (what the consumer path asks too). A partition whose first
+#: batch is larger comes back empty, and goes to the consumer.
+PARTITION_MAX_BYTES = 65536
+#: Bytes asked per request; partitions beyond it come back empty (and go to the consumer).
+MAX_BYTES = 32 * 1024 * 1024
+
+_BATCH = struct.Struct(">qiibIhiqqqhii")  # the 61-byte record batch header (magic 2)
+_PARTITION_HEAD = struct.Struct(">ihqq")  # partition, error, high watermark, LSO
+_ASK = struct.Struct(">iqi")  # partition, fetch offset, partition max bytes
+_I32 = struct.Struct(">i")
+_I16 = struct.Struct(">h")
+_ABORTED = struct.Struct(">qq")  # producer id, first offset
+
+_CODEC_NONE, _CODEC_GZIP = 0, 1
+_LOG_APPEND_TIME = 0x08
+_TRANSACTIONAL = 0x10
+_CONTROL = 0x20
+
+
+class Found(NamedTuple):
+    """What a position holds: (timestamp, offset) of a record, or the end reached."""
+
+    timestamp: int | None
+    offset: int | None
+    end: int | None = None
+
+
+class _Truncated(Exception):
+    pass
+
+
+# -- decoding --------------------------------------------------------------------------------
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """A zigzag varint at ``pos``: (value, position after it)."""
+    end = len(data)
+    if pos >= end:
+        raise _Truncated
+    raw = data[pos]
+    if raw < 0x80:  # one byte: small deltas
+        return (raw >> 1) ^ -(raw & 1), pos + 1
+    if pos + 1 < end and data[pos + 1] < 0x80:  # two bytes: lengths of small records
+        raw = (raw & 0x7F) | (data[pos + 1] << 7)
+        return (raw >> 1) ^ -(raw & 1), pos + 2
+    shift = raw = 0
+    while True:
+        if pos >= end:
+            raise _Truncated
+        byte = data[pos]
+        pos += 1
+        raw |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return (raw >> 1) ^ -(raw & 1), pos
+        shift += 7
+        if shift > 63:
+            raise WireError("varint too long")
+
+
+def _record_starts(body: bytes, count: int) -> Iterator[int]:
+    """Where each record of ``body`` starts (after its length), as far as its header can
+    be read; lazily, so the caller stops at the last offset it wants."""
+    pos = 0
+    for _ in range(count):
+        try:
+            length, start = _varint(body, pos)
+        except _Truncated:
+            return
+        if start >= len(body):
+            return
+        yield start
+        pos = start + length
+
+
+def _record_deltas(body: bytes, start: int) -> tuple[int, int]:
+    """(timestamp delta, offset delta) of the record starting at ``start``."""
+    ts_delta, after = _varint(body, start + 1)  # after the attributes byte
+    offset_delta, _ = _varint(body, after)
+    return ts_delta, offset_delta
+
+
+def answer_partition(
+    records: bytes,
+    wanted: Sequence[int],
+    end: int,
+    aborted: Sequence[tuple[int, int]] = (),
+    read_committed: bool = False,
+) -> dict[int, Found]:
+    """What the fetched ``records`` say about each wanted offset (sorted ascending);
+    offsets they cannot settle are left out. ``end`` is where readable data ends (the
+    high watermark, or the last-stable offset with read_committed)."""
+    out: dict[int, Found] = {}
+    left = list(wanted)
+    aborted_sorted = sorted(aborted, key=lambda a: a[1])
+    next_aborted = 0
+    aborting: set[int] = set()
+    pos = 0
+    covered = left[0] if left else 0  # readable data known up to here (exclusive)
+    complete = True
+    while left and pos + _BATCH.size <= len(records):
+        (
+            base,
+            length,
+            _epoch,
+            magic,
+            _crc,
+            attributes,
+            last_delta,
+            base_ts,
+            max_ts,
+            producer,
+            _pepoch,
+            _seq,
+            count,
+        ) = _BATCH.unpack_from(records, pos)
+        batch_end = pos + 12 + length
+        cut = batch_end > len(records)
+        if magic != 2:
+            complete = False
+            break
+        last = base + last_delta
+        if read_committed:
+            while next_aborted < len(aborted_sorted) and aborted_sorted[next_aborted][1] <= last:
+                aborting.add(aborted_sorted[next_aborted][0])
+                next_aborted += 1
+        skip = False
+        if attributes & _CONTROL:
+            aborting.discard(producer)  # the marker ends the producer's transaction
+            skip = True
+        elif read_committed and attributes & _TRANSACTIONAL and producer in aborting:
+            skip = True
+        if skip:
+            if cut:
+                complete = False
+                break
+            covered = max(covered, last + 1)
+            pos = batch_end
+            continue
+        codec = attributes & 0x07
+        body = records[pos + _BATCH.size : min(batch_end, len(records))]
+        if codec == _CODEC_GZIP and not cut:
+            try:
+                body = zlib.decompress(body, 47)  # gzip or zlib header
+            except zlib.error:
+                complete = False
+                break
+        elif codec != _CODEC_NONE:
+            complete = False
+            break
+        # Without compaction gaps (the usual case), record i holds offset base + i, and
+        # only the records that answer something are decoded.
+        dense = count == last_delta + 1
+        for index, start in enumerate(_record_starts(body, count)):
+            if dense and left[0] > base + index:
+                continue
+            try:
+                ts_delta, offset_delta = _record_deltas(body, start)
+            except _Truncated:
+                break
+            offset = base + offset_delta
+            ts = max_ts if attributes & _LOG_APPEND_TIME else base_ts + ts_delta
+            while left and left[0] <= offset:
+                out[left.pop(0)] = Found(ts if ts >= 0 else None, offset)
+            if not left:
+                break
+        if cut:
+            complete = False
+            break
+        covered = max(covered, last + 1)
+        pos = batch_end
+    if left and complete and covered >= end:
+        for offset in left:
+            out[offset] = Found(None, None, end)
+    return out
+
+
+# -- the request -----------------------------------------------------------------------------
+def encode_fetch_request(
+    correlation_id: int, topics: Mapping[str, Sequence[tuple[int, int]]], read_committed: bool
+) -> bytes:
+    """Fetch v4 (the oldest a Kafka 4 broker answers): every partition at its offset."""
+    parts = [struct.pack(">iiiib", -1, 0, 0, MAX_BYTES, 1 if read_committed else 0)]
+    parts.append(_I32.pack(len(topics)))
+    for topic, asks in topics.items():
+        parts.append(wire_string(topic) + _I32.pack(len(asks)))
+        parts.extend(_ASK.pack(p, offset, PARTITION_MAX_BYTES) for p, offset in asks)
+    return request_header_v1(FETCH, _VERSION, correlation_id) + b"".join(parts)
+
+
+class FetchedPartition(NamedTuple):
+    error: int
+    high_watermark: int
+    last_stable: int
+    aborted: list[tuple[int, int]]
+    records: bytes
+
+
+def decode_fetch_response(payload: bytes) -> dict[tuple[str, int], FetchedPartition]:
+    out: dict[tuple[str, int], FetchedPartition] = {}
+    try:
+        pos = 8  # correlation id, throttle time
+        (topics,) = _I32.unpack_from(payload, pos)
+        pos += 4
+        for _ in range(max(topics, 0)):
+            (size,) = _I16.unpack_from(payload, pos)
+            pos += 2
+            topic = payload[pos : pos + max(size, 0)].decode("utf-8", "replace")
+            pos += max(size, 0)
+            (count,) = _I32.unpack_from(payload, pos)
+            pos += 4
+            for _ in range(max(count, 0)):
+                partition, error, high, stable = _PARTITION_HEAD.unpack_from(payload, pos)
+                pos += _PARTITION_HEAD.size
+                (n_aborted,) = _I32.unpack_from(payload, pos)
+                pos += 4
+                aborted = []
+                for _ in range(max(n_aborted, 0)):
+                    aborted.append(_ABORTED.unpack_from(payload, pos))
+                    pos += _ABORTED.size
+                (size,) = _I32.unpack_from(payload, pos)
+                pos += 4
+                records = payload[pos : pos + max(size, 0)]
+                pos += max(size, 0)
+                if len(records) < max(size, 0):
+                    raise WireError("truncated response")
+                out[(topic, partition)] = FetchedPartition(error, high, stable, aborted, records)
+    except struct.error:
+        raise WireError("truncated response") from None
+    return out
+
+
+def read_positions(
+    leaders: Mapping[tuple[str, int], tuple[str, int]],
+    wanted: Mapping[tuple[str, int], Sequence[int]],
+    read_committed: bool,
+    timeout: float,
+    ssl_context: ssl.SSLContext | None = None,
+    sasl: SaslCredentials | None = None,
+) -> dict[tuple[str, int, int], Found]:
+    """(topic, partition, offset) -> what is there, for every position settled here.
+
+    ``wanted`` holds each partition's offsets, sorted; partitions without a leader in
+    ``leaders`` are skipped.
+    """
+    by_leader: dict[tuple[str, int], dict[str, list[tuple[int, int]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for (topic, partition), offsets in wanted.items():
+        address = leaders.get((topic, partition))
+        if address is not None and offsets:
+            by_leader[address][topic].append((partition, offsets[0]))
+
+    def ask(address: tuple[str, int]) -> dict[tuple[str, int], FetchedPartition]:
+        host, port = address
+        try:
+            with Probe(host, port, timeout, ssl_context, sasl) as probe:
+                low, high = probe.api_versions().api_keys.get(FETCH, (0, -1))
+                if not low <= _VERSION <= high:
+                    log.debug("%s:%s does not speak Fetch v%s", host, port, _VERSION)
+                    return {}
+                probe.correlation += 1
+                frame = encode_fetch_request(probe.correlation, by_leader[address], read_committed)
+                return decode_fetch_response(probe.pipeline([(probe.correlation, frame)])[0])
+        except WireError as exc:
+            log.debug("Fetch at %s:%s: %s", host, port, exc)
+            return {}
+
+    addresses = list(by_leader)
+    if not addresses:
+        return {}
+    with ThreadPoolExecutor(min(len(addresses), 8), thread_name_prefix="qctl-fetch") as pool:
+        answers = list(pool.map(ask, addresses))
+    out: dict[tuple[str, int, int], Found] = {}
+    for fetched in answers:
+        for (topic, partition), part in fetched.items():
+            asked = wanted.get((topic, partition))
+            if part.error != 0 or not asked:
+                continue
+            end = part.last_stable if read_committed and part.last_stable >= 0 else None
+            end = part.high_watermark if end is None else end
+            found = answer_partition(part.records, asked, end, part.aborted, read_committed)
+            for offset, what in found.items():
+                out[(topic, partition, offset)] = what
+    return out
