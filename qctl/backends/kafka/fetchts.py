@@ -33,7 +33,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, NamedTuple
 
-from qctl.backends.kafka.wire import FETCH, Probe, WireError, request_header_v1, wire_string
+from qctl.backends.kafka.wire import (
+    FETCH,
+    Probe,
+    WireError,
+    read_topic_header,
+    request_header_v1,
+    wire_string,
+)
 
 if TYPE_CHECKING:
     from qctl.backends.kafka.sasl import SaslCredentials
@@ -51,7 +58,6 @@ _BATCH = struct.Struct(">qiibIhiqqqhii")  # the 61-byte record batch header (mag
 _PARTITION_HEAD = struct.Struct(">ihqq")  # partition, error, high watermark, LSO
 _ASK = struct.Struct(">iqi")  # partition, fetch offset, partition max bytes
 _I32 = struct.Struct(">i")
-_I16 = struct.Struct(">h")
 _ABORTED = struct.Struct(">qq")  # producer id, first offset
 
 _CODEC_NONE, _CODEC_GZIP = 0, 1
@@ -243,13 +249,8 @@ def decode_fetch_response(payload: bytes) -> dict[tuple[str, int], FetchedPartit
         (topics,) = _I32.unpack_from(payload, pos)
         pos += 4
         for _ in range(max(topics, 0)):
-            (size,) = _I16.unpack_from(payload, pos)
-            pos += 2
-            topic = payload[pos : pos + max(size, 0)].decode("utf-8", "replace")
-            pos += max(size, 0)
-            (count,) = _I32.unpack_from(payload, pos)
-            pos += 4
-            for _ in range(max(count, 0)):
+            topic, count, pos = read_topic_header(payload, pos)
+            for _ in range(count):
                 partition, error, high, stable = _PARTITION_HEAD.unpack_from(payload, pos)
                 pos += _PARTITION_HEAD.size
                 (n_aborted,) = _I32.unpack_from(payload, pos)

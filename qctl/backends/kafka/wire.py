@@ -383,6 +383,17 @@ def encode_offset_fetch_request(correlation_id: int, group_id: str) -> bytes:
     return request_header_v1(OFFSET_FETCH, 5, correlation_id) + body
 
 
+def read_topic_header(payload: bytes, pos: int) -> tuple[str, int, int]:
+    """A topic's name and the length of its partition array in a classic (non-flexible)
+    answer: (name, count, the position after them). Raises struct.error when cut off."""
+    (size,) = _INT16.unpack_from(payload, pos)
+    pos += 2
+    topic = payload[pos : pos + max(size, 0)].decode("utf-8", "replace")
+    pos += max(size, 0)
+    (count,) = _INT32.unpack_from(payload, pos)
+    return topic, max(count, 0), pos + 4
+
+
 def decode_offset_fetch_response(payload: bytes) -> OffsetFetchResult:
     """OffsetFetch v5, decoded with offsets into the buffer: a lag overview decodes one
     of these per group, thousands of partitions in all."""
@@ -392,13 +403,8 @@ def decode_offset_fetch_response(payload: bytes) -> OffsetFetchResult:
         (topics,) = _INT32.unpack_from(payload, pos)
         pos += 4
         for _ in range(max(topics, 0)):
-            (size,) = _INT16.unpack_from(payload, pos)
-            pos += 2
-            topic = payload[pos : pos + max(size, 0)].decode("utf-8", "replace")
-            pos += max(size, 0)
-            (count,) = _INT32.unpack_from(payload, pos)
-            pos += 4
-            for _ in range(max(count, 0)):
+            topic, count, pos = read_topic_header(payload, pos)
+            for _ in range(count):
                 partition, offset, _epoch = _OFFSET_FETCH_PARTITION.unpack_from(payload, pos)
                 (size,) = _INT16.unpack_from(payload, pos + 16)  # metadata
                 pos += 18 + max(size, 0)
@@ -431,13 +437,8 @@ def decode_list_offsets_response(payload: bytes) -> dict[tuple[str, int], tuple[
         (topics,) = _INT32.unpack_from(payload, pos)
         pos += 4
         for _ in range(max(topics, 0)):
-            (size,) = _INT16.unpack_from(payload, pos)
-            pos += 2
-            topic = payload[pos : pos + max(size, 0)].decode("utf-8", "replace")
-            pos += max(size, 0)
-            (count,) = _INT32.unpack_from(payload, pos)
-            pos += 4
-            for _ in range(max(count, 0)):
+            topic, count, pos = read_topic_header(payload, pos)
+            for _ in range(count):
                 partition, code, _ts, offset, _epoch = _LIST_OFFSETS_PARTITION.unpack_from(
                     payload, pos
                 )
