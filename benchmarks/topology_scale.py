@@ -284,7 +284,7 @@ def main() -> int:
     parser.add_argument(
         "--rabbitmq-rounds",
         type=int,
-        default=3,
+        default=5,
         metavar="N",
         help="rounds of qctl apply and definitions import on RabbitMQ (median of each; the "
         "server's import time varies by 20%% from one call to the next)",
