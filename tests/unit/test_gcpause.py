@@ -48,3 +48,11 @@ def test_tick_frees_cycles_once_due() -> None:
         del a, b
         pause.tick()
         assert gc.get_stats()[1]["collected"] >= freed_before + 200
+
+
+def test_every_twelfth_collection_is_a_full_one() -> None:
+    with paused_gc(every=0.0) as pause:
+        full_before = gc.get_stats()[2]["collections"]
+        for _ in range(12):
+            pause.tick()
+        assert gc.get_stats()[2]["collections"] == full_before + 1
