@@ -320,11 +320,10 @@ def read_groups(
             if row.time_lag_seconds is None and row.lag and past:
                 # No usable message: interpolate over the recorded log-end offsets. (Only
                 # then: collecting them for every partition costs more than the reads.)
-                key = row.key
                 end_points = [
                     (s.at, pt.end)
                     for s in past
-                    if (pt := s.partitions.get(key)) is not None and pt.end is not None
+                    if (pt := s.partitions.get(row.key)) is not None and pt.end is not None
                 ]
                 apply_time_lag(row, probe, now, end_points)
         results.append(
@@ -360,8 +359,8 @@ def _assemble(
             if row.state is not PartitionState.TOPIC_DELETED
         },
     )
-    key = f"{backend_name}:{group}"
-    samples = history.add_group(key, sample) if history is not None else [sample]
+    group_key = f"{backend_name}:{group}"
+    samples = history.add_group(group_key, sample) if history is not None else [sample]
     evaluations: dict[str, Evaluation] = {}
     tables = [(s.at, s.partitions) for s in samples]
     for row in rows:

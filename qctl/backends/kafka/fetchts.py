@@ -31,6 +31,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
 
 from qctl.backends.kafka.wire import (
@@ -300,9 +301,11 @@ def read_positions(
                 if not low <= _VERSION <= high:
                     log.debug("%s:%s does not speak Fetch v%s", host, port, _VERSION)
                     return {}
-                probe.correlation += 1
-                frame = encode_fetch_request(probe.correlation, by_leader[address], read_committed)
-                return decode_fetch_response(probe.pipeline([(probe.correlation, frame)])[0])
+                fetch = partial(
+                    encode_fetch_request, topics=by_leader[address], read_committed=read_committed
+                )
+                [answer] = probe.pipeline([fetch])
+                return decode_fetch_response(answer)
         except WireError as exc:
             log.debug("Fetch at %s:%s: %s", host, port, exc)
             return {}

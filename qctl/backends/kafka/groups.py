@@ -379,9 +379,12 @@ class KafkaConsumerGroups(KafkaCore):
         for offsets in pending.values():
             offsets.sort()
         out = self._timestamps_by_wire(pending, isolation)
-        for position in out:
-            pending[position.tp].remove(position.offset)
-        pending = defaultdict(list, {tp: offsets for tp, offsets in pending.items() if offsets})
+        if out:  # the rest is read with a consumer
+            left = {
+                tp: [o for o in offsets if Position(tp, o) not in out]
+                for tp, offsets in pending.items()
+            }
+            pending = defaultdict(list, {tp: offsets for tp, offsets in left.items() if offsets})
         if not pending:
             return out
         consumer = Consumer(

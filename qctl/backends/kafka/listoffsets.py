@@ -62,7 +62,7 @@ def list_ends(
                     log.debug("%s:%s does not speak ListOffsets v%s", host, port, _VERSION)
                     return None
                 topics = by_leader[(host, port)]
-                return probe.list_offsets(topics, [(timestamp, committed)])[0]
+                return probe.list_offsets(topics, timestamp, committed)
         except WireError as exc:
             log.debug("ListOffsets at %s:%s: %s", host, port, exc)
             return None

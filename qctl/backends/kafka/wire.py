@@ -23,8 +23,9 @@ import socket
 import ssl
 import struct
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -519,17 +520,22 @@ class Probe:
         except (OSError, struct.error) as exc:
             raise WireError(str(exc)) from exc
 
-    def pipeline(self, frames: Sequence[tuple[int, bytes]]) -> list[bytes]:
+    def pipeline(self, requests: Sequence[Callable[[int], bytes]]) -> list[bytes]:
         """Send requests without waiting for each answer; the answers, in order.
 
-        A broker answers the requests of one connection in the order they came, so many
-        small requests cost about one round trip instead of one each. They go out in
-        windows, so neither side's socket buffer fills while the other waits. Each item
-        is (correlation id, frame); an answer with another id is an error.
+        Each item makes its request frame from the correlation id it is given. A broker
+        answers the requests of one connection in the order they came, so many small
+        requests cost about one round trip instead of one each. They go out in windows,
+        so neither side's socket buffer fills while the other waits. An answer with
+        another correlation id than its request's is an error.
         """
+        numbered = []
+        for make in requests:
+            self.correlation += 1
+            numbered.append((self.correlation, make(self.correlation)))
         answers: list[bytes] = []
-        for start in range(0, len(frames), PIPELINE_WINDOW):
-            window = frames[start : start + PIPELINE_WINDOW]
+        for start in range(0, len(numbered), PIPELINE_WINDOW):
+            window = numbered[start : start + PIPELINE_WINDOW]
             remaining = self.deadline - time.monotonic()
             if remaining <= 0:
                 raise WireError("timed out")
@@ -547,21 +553,19 @@ class Probe:
         return answers
 
     def find_coordinators(self, group_ids: Sequence[str], version: int) -> list[Coordinator]:
-        frames = []
-        for group_id in group_ids:
-            self.correlation += 1
-            frame = encode_find_coordinator_request(self.correlation, group_id, version)
-            frames.append((self.correlation, frame))
-        return [decode_find_coordinator_response(a, version) for a in self.pipeline(frames)]
+        answers = self.pipeline(
+            [
+                partial(encode_find_coordinator_request, group_id=g, version=version)
+                for g in group_ids
+            ]
+        )
+        return [decode_find_coordinator_response(a, version) for a in answers]
 
     def offset_fetches(self, group_ids: Sequence[str]) -> list[OffsetFetchResult]:
-        frames = []
-        for group_id in group_ids:
-            self.correlation += 1
-            frames.append(
-                (self.correlation, encode_offset_fetch_request(self.correlation, group_id))
-            )
-        return [decode_offset_fetch_response(a) for a in self.pipeline(frames)]
+        answers = self.pipeline(
+            [partial(encode_offset_fetch_request, group_id=g) for g in group_ids]
+        )
+        return [decode_offset_fetch_response(a) for a in answers]
 
     def _recv(self, n: int) -> bytes:
         chunks = bytearray()
@@ -585,28 +589,27 @@ class Probe:
         )
 
     def find_coordinator(self, group_id: str, version: int) -> Coordinator:
-        self.correlation += 1
-        return decode_find_coordinator_response(
-            self.request(encode_find_coordinator_request(self.correlation, group_id, version)),
-            version,
-        )
+        return self.find_coordinators([group_id], version)[0]
 
     def offset_fetch(self, group_id: str) -> OffsetFetchResult:
-        self.correlation += 1
-        return decode_offset_fetch_response(
-            self.request(encode_offset_fetch_request(self.correlation, group_id))
-        )
+        return self.offset_fetches([group_id])[0]
 
     def list_offsets(
-        self, topics: Mapping[str, Sequence[int]], asks: Sequence[tuple[int, bool]]
-    ) -> list[dict[tuple[str, int], tuple[int, int]]]:
-        """One ListOffsets per (timestamp, read_committed) in ``asks``, pipelined."""
-        frames = []
-        for timestamp, committed in asks:
-            self.correlation += 1
-            frame = encode_list_offsets_request(self.correlation, topics, timestamp, committed)
-            frames.append((self.correlation, frame))
-        return [decode_list_offsets_response(a) for a in self.pipeline(frames)]
+        self, topics: Mapping[str, Sequence[int]], timestamp: int, committed: bool
+    ) -> dict[tuple[str, int], tuple[int, int]]:
+        """ListOffsets of every partition of ``topics`` at ``timestamp`` (EARLIEST or
+        LATEST; the end read_committed or not)."""
+        [answer] = self.pipeline(
+            [
+                partial(
+                    encode_list_offsets_request,
+                    topics=topics,
+                    timestamp=timestamp,
+                    committed=committed,
+                )
+            ]
+        )
+        return decode_list_offsets_response(answer)
 
     def offset_delete(self, group_id: str, partitions: dict[str, list[int]]) -> OffsetDeleteResult:
         self.correlation += 1
