@@ -32,9 +32,13 @@ def plain(i: int) -> list[tuple[str, bytes]]:
 
 
 @pytest.mark.kafka
+@pytest.mark.parametrize("wire", ["1", "0"], ids=["wire-copier", "librdkafka-copier"])
 def test_kafka_replay_is_exactly_once_across_kill_9(
-    kafka: str, topics: KafkaTopics, unique: str
+    kafka: str, topics: KafkaTopics, unique: str, wire: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Both copiers: qctl's own protocol client (the default for a plain replay) and
+    librdkafka's transactional producer."""
+    monkeypatch.setenv("QCTL_KAFKA_WIRE_COPY", wire)
     source = topics.make(unique)
     target = topics.make(f"{unique}-copy")
     fill_kafka(kafka, source, 10_000, plain)

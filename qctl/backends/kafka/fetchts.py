@@ -75,16 +75,16 @@ class Found(NamedTuple):
     end: int | None = None
 
 
-class _Truncated(Exception):
+class Truncated(Exception):
     pass
 
 
 # -- decoding --------------------------------------------------------------------------------
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
+def read_varint(data: bytes, pos: int) -> tuple[int, int]:
     """A zigzag varint at ``pos``: (value, position after it)."""
     end = len(data)
     if pos >= end:
-        raise _Truncated
+        raise Truncated
     raw = data[pos]
     if raw < 0x80:  # one byte: small deltas
         return (raw >> 1) ^ -(raw & 1), pos + 1
@@ -94,7 +94,7 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
     shift = raw = 0
     while True:
         if pos >= end:
-            raise _Truncated
+            raise Truncated
         byte = data[pos]
         pos += 1
         raw |= (byte & 0x7F) << shift
@@ -111,8 +111,8 @@ def _record_starts(body: bytes, count: int) -> Iterator[int]:
     pos = 0
     for _ in range(count):
         try:
-            length, start = _varint(body, pos)
-        except _Truncated:
+            length, start = read_varint(body, pos)
+        except Truncated:
             return
         if start >= len(body):
             return
@@ -122,8 +122,8 @@ def _record_starts(body: bytes, count: int) -> Iterator[int]:
 
 def _record_deltas(body: bytes, start: int) -> tuple[int, int]:
     """(timestamp delta, offset delta) of the record starting at ``start``."""
-    ts_delta, after = _varint(body, start + 1)  # after the attributes byte
-    offset_delta, _ = _varint(body, after)
+    ts_delta, after = read_varint(body, start + 1)  # after the attributes byte
+    offset_delta, _ = read_varint(body, after)
     return ts_delta, offset_delta
 
 
@@ -203,7 +203,7 @@ def answer_partition(
                 continue
             try:
                 ts_delta, offset_delta = _record_deltas(body, start)
-            except _Truncated:
+            except Truncated:
                 break
             offset = base + offset_delta
             ts = max_ts if attributes & _LOG_APPEND_TIME else base_ts + ts_delta
@@ -224,14 +224,19 @@ def answer_partition(
 
 # -- the request -----------------------------------------------------------------------------
 def encode_fetch_request(
-    correlation_id: int, topics: Mapping[str, Sequence[tuple[int, int]]], read_committed: bool
+    correlation_id: int,
+    topics: Mapping[str, Sequence[tuple[int, int]]],
+    read_committed: bool,
+    max_bytes: int = MAX_BYTES,
+    partition_max_bytes: int = PARTITION_MAX_BYTES,
+    max_wait_ms: int = 0,
 ) -> bytes:
     """Fetch v4 (the oldest a Kafka 4 broker answers): every partition at its offset."""
-    parts = [struct.pack(">iiiib", -1, 0, 0, MAX_BYTES, 1 if read_committed else 0)]
+    parts = [struct.pack(">iiiib", -1, max_wait_ms, 0, max_bytes, 1 if read_committed else 0)]
     parts.append(_I32.pack(len(topics)))
     for topic, asks in topics.items():
         parts.append(wire_string(topic) + _I32.pack(len(asks)))
-        parts.extend(_ASK.pack(p, offset, PARTITION_MAX_BYTES) for p, offset in asks)
+        parts.extend(_ASK.pack(p, offset, partition_max_bytes) for p, offset in asks)
     return request_header_v1(FETCH, _VERSION, correlation_id) + b"".join(parts)
 
 

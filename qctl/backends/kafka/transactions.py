@@ -24,12 +24,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from qctl.backends.capabilities.transactions import (
     KEEP,
     SKIP,
     CopyControl,
+    CopyProgress,
     CopyReport,
     CopyRequest,
     CopyRoute,
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     from confluent_kafka import Consumer, Producer
 
 log = logging.getLogger(__name__)
+P = TypeVar("P", bound=CopyProgress)
 
 #: Messages asked of the consumer at once.
 _FETCH = 10_000
@@ -117,17 +120,34 @@ class KafkaTransactions(KafkaCore):
             raise UsageError("a transactional copy needs a mapper or a fixed route")
         if request.source.backend != "kafka":
             raise UsageError(f"cannot copy transactionally from {request.source}")
-        copier = _Copier(self, request, control)
-        # The copy loop allocates millions of short-lived tuples and lists and makes no
-        # reference cycles: the cyclic collector would only keep re-scanning them.
+        # The copy loops allocate millions of short-lived objects and make no reference
+        # cycles: the cyclic collector would only keep re-scanning them.
         collecting = gc.isenabled()
         gc.disable()
         try:
-            return copier.run()
+            return self._copy(request, control)
         finally:
             if collecting:
                 gc.enable()
+
+    def _copy(self, request: CopyRequest, control: CopyControl) -> CopyReport:
+        from qctl.backends.kafka.wirecopy import WireCopier, eligible
+
+        first: CopyReport | None = None
+        security = eligible(self, request)
+        if security is not None:
+            first, handover = WireCopier(self, request, control, security).run()
+            if handover is None:
+                return first
+            log.info("the copy continues through librdkafka: %s", handover)
+            request = replace(request, end_offsets=first.end_offsets or request.end_offsets)
+            control = _Continued(control, first)
+        copier = _Copier(self, request, control)
+        try:
+            rest = copier.run()
+        finally:
             copier.close()
+        return rest if first is None else _merged(first, rest)
 
 
 class _Copier:
@@ -263,28 +283,16 @@ class _Copier:
             self._call(lambda: producer.init_transactions(wait), wait, "starting transactions")
         except KafkaException as exc:
             raise translate(exc, self.backend.bootstrap, "start a transaction on") from exc
-        committed = self._committed([TopicPartition(self.topic, p) for p in partitions])
-        assign = []
-        for p in partitions:
-            low, high = self._watermarks(p)
-            end = high
-            if req.end_offsets is not None:
-                if p not in req.end_offsets:
-                    continue
-                end = req.end_offsets[p]
-            start = committed.get(p)
-            if start is None:
-                start = (req.start_offsets or {}).get(p, low)
-            if start < low:
-                self.report.warnings.append(
-                    f"partition {p}: position {start} was removed by retention; "
-                    f"continuing at {low} (the {low - start} messages between are gone)"
-                )
-                start = low
-            self.positions[p] = start
-            self.ends[p] = end
-            if start < end:
-                assign.append(TopicPartition(self.topic, p, start))
+        committed = committed_offsets(self.backend, self.consumer, req, partitions)
+        self.positions, self.ends = plan_positions(
+            req, partitions, committed, lambda p: watermarks(self.backend, self.consumer, p, req),
+            self.report.warnings,
+        )  # fmt: skip
+        assign = [
+            TopicPartition(self.topic, p, start)
+            for p, start in self.positions.items()
+            if start < self.ends[p]
+        ]
         self.report.end_offsets = dict(self.ends)
         self.report.positions = dict(self.positions)
         self.report.remaining = self._remaining(self.positions)
@@ -292,42 +300,6 @@ class _Copier:
         self.active = {tp.partition for tp in assign}
         if assign:
             self.consumer.assign(assign)
-
-    def _committed(self, tps: list[Any]) -> dict[int, int]:
-        from confluent_kafka import KafkaException
-
-        assert self.consumer is not None
-        deadline = time.monotonic() + self.backend.timeout
-        while True:
-            try:
-                found = self.consumer.committed(tps, timeout=self.backend.timeout)
-                break
-            except KafkaException as exc:
-                err = exc.args[0] if exc.args else None
-                retriable = err is not None and err.retriable()
-                if not retriable or time.monotonic() >= deadline:
-                    if err is not None and err.name() == "UNSTABLE_OFFSET_COMMIT":
-                        raise QctlError(
-                            f"group {self.request.group!r} has offsets in an open "
-                            "transaction (another qctl job on the same source?)",
-                            "wait for that job to finish, or retry in a minute (open "
-                            "transactions of killed jobs time out)",
-                        ) from exc
-                    raise translate(exc, self.backend.bootstrap, "read the offsets of") from exc
-                time.sleep(0.2)
-        return {tp.partition: tp.offset for tp in found if tp.error is None and tp.offset >= 0}
-
-    def _watermarks(self, p: int) -> tuple[int, int]:
-        from confluent_kafka import KafkaException, TopicPartition
-
-        assert self.consumer is not None
-        try:
-            low, high = self.consumer.get_watermark_offsets(
-                TopicPartition(self.topic, p), timeout=self.backend.timeout, cached=False
-            )
-        except KafkaException as exc:
-            raise translate(exc, self.backend.bootstrap, "read the offsets of") from exc
-        return int(low), int(high)
 
     def _remaining(self, positions: Mapping[int, int]) -> int:
         return sum(max(self.ends[p] - positions.get(p, self.ends[p]), 0) for p in self.ends)
@@ -857,6 +829,118 @@ class _Copier:
                 self.producer.poll(0)
             except Exception:
                 log.debug("purging the producer failed", exc_info=True)
+
+
+def committed_offsets(
+    backend: KafkaCore, consumer: Consumer, req: CopyRequest, partitions: list[int]
+) -> dict[int, int]:
+    """The job group's committed offsets (``read_committed``: stable ones only, so a
+    fenced predecessor's aborted offsets are never read)."""
+    from confluent_kafka import KafkaException, TopicPartition
+
+    tps = [TopicPartition(req.source.name, p) for p in partitions]
+    deadline = time.monotonic() + backend.timeout
+    while True:
+        try:
+            found = consumer.committed(tps, timeout=backend.timeout)
+            break
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            retriable = err is not None and err.retriable()
+            if not retriable or time.monotonic() >= deadline:
+                if err is not None and err.name() == "UNSTABLE_OFFSET_COMMIT":
+                    raise QctlError(
+                        f"group {req.group!r} has offsets in an open "
+                        "transaction (another qctl job on the same source?)",
+                        "wait for that job to finish, or retry in a minute (open "
+                        "transactions of killed jobs time out)",
+                    ) from exc
+                raise translate(exc, backend.bootstrap, "read the offsets of") from exc
+            time.sleep(0.2)
+    return {tp.partition: tp.offset for tp in found if tp.error is None and tp.offset >= 0}
+
+
+def watermarks(backend: KafkaCore, consumer: Consumer, p: int, req: CopyRequest) -> tuple[int, int]:
+    from confluent_kafka import KafkaException, TopicPartition
+
+    try:
+        low, high = consumer.get_watermark_offsets(
+            TopicPartition(req.source.name, p), timeout=backend.timeout, cached=False
+        )
+    except KafkaException as exc:
+        raise translate(exc, backend.bootstrap, "read the offsets of") from exc
+    return int(low), int(high)
+
+
+def plan_positions(
+    req: CopyRequest,
+    partitions: list[int],
+    committed: Mapping[int, int],
+    bounds: Callable[[int], tuple[int, int]],
+    warnings: list[str],
+) -> tuple[dict[int, int], dict[int, int]]:
+    """Where each partition's copy starts and ends: the committed offset (else the
+    request's start, else the log start), up to the request's end (else the high
+    watermark). A start removed by retention moves to the log start, with a warning."""
+    positions: dict[int, int] = {}
+    ends: dict[int, int] = {}
+    for p in partitions:
+        if req.end_offsets is not None and p not in req.end_offsets:
+            continue
+        low, high = bounds(p)
+        end = high if req.end_offsets is None else req.end_offsets[p]
+        start = committed.get(p)
+        if start is None:
+            start = (req.start_offsets or {}).get(p, low)
+        if start < low:
+            warnings.append(
+                f"partition {p}: position {start} was removed by retention; "
+                f"continuing at {low} (the {low - start} messages between are gone)"
+            )
+            start = low
+        positions[p] = start
+        ends[p] = end
+    return positions, ends
+
+
+class _Continued:
+    """The control of a copy the wire copier began: progress counts what it committed
+    too, and the start was already reported."""
+
+    def __init__(self, control: CopyControl, before: CopyProgress) -> None:
+        self.control = control
+        self.before = before
+
+    def started(self, positions: Mapping[int, int], ends: Mapping[int, int]) -> None:
+        pass
+
+    def stopping(self) -> bool:
+        return self.control.stopping()
+
+    def committed(self, progress: CopyProgress) -> None:
+        self.control.committed(_merged(self.before, progress))
+
+
+def _merged(before: CopyProgress, after: P) -> P:
+    """``after`` with the counts of ``before`` added (positions are ``after``'s)."""
+    out = replace(after)
+    out.routed += before.routed
+    out.skipped += before.skipped
+    out.kept += before.kept
+    out.transactions += before.transactions
+    out.rejected = _summed(before.rejected, after.rejected)
+    out.per_target = _summed(before.per_target, after.per_target)
+    if isinstance(before, CopyReport) and isinstance(out, CopyReport):
+        out.elapsed += before.elapsed
+        out.warnings = list(dict.fromkeys([*before.warnings, *out.warnings]))
+    return out
+
+
+def _summed(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
+    out = dict(a)
+    for key, n in b.items():
+        out[key] = out.get(key, 0) + n
+    return out
 
 
 def _missing(topic: str) -> str:

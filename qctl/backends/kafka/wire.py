@@ -43,8 +43,11 @@ OFFSET_DELETE = 47
 ERROR_NAMES: dict[int, str] = {
     -1: "UNKNOWN_SERVER_ERROR",
     0: "NONE",
+    1: "OFFSET_OUT_OF_RANGE",
     3: "UNKNOWN_TOPIC_OR_PARTITION",
+    6: "NOT_LEADER_OR_FOLLOWER",
     7: "REQUEST_TIMED_OUT",
+    10: "MESSAGE_TOO_LARGE",
     14: "COORDINATOR_LOAD_IN_PROGRESS",
     15: "COORDINATOR_NOT_AVAILABLE",
     16: "NOT_COORDINATOR",
@@ -53,9 +56,20 @@ ERROR_NAMES: dict[int, str] = {
     30: "GROUP_AUTHORIZATION_FAILED",
     35: "UNSUPPORTED_VERSION",
     42: "INVALID_REQUEST",
+    45: "OUT_OF_ORDER_SEQUENCE_NUMBER",
+    46: "DUPLICATE_SEQUENCE_NUMBER",
+    47: "INVALID_PRODUCER_EPOCH",
+    48: "INVALID_TXN_STATE",
+    51: "CONCURRENT_TRANSACTIONS",
+    53: "TRANSACTIONAL_ID_AUTHORIZATION_FAILED",
+    55: "OPERATION_NOT_ATTEMPTED",
+    59: "UNKNOWN_PRODUCER_ID",
     68: "NON_EMPTY_GROUP",
     69: "GROUP_ID_NOT_FOUND",
     86: "GROUP_SUBSCRIBED_TO_TOPIC",
+    88: "UNSTABLE_OFFSET_COMMIT",
+    90: "PRODUCER_FENCED",
+    121: "TRANSACTION_ABORTABLE",
 }
 CLIENT_ID = b"qctl"
 #: Requests in flight at once on a pipelined connection (see ``Probe.pipeline``).
@@ -295,15 +309,19 @@ class Coordinator:
     error_message: str | None = None
 
 
-def encode_find_coordinator_request(correlation_id: int, group_id: str, version: int) -> bytes:
-    """FindCoordinator for a group: v4+ (batched, flexible) or v1-v3 (one key)."""
+def encode_find_coordinator_request(
+    correlation_id: int, group_id: str, version: int, key_type: int = 0
+) -> bytes:
+    """FindCoordinator for a group (key type 0) or a transactional id (1): v4+ (batched,
+    flexible) or v1-v3 (one key)."""
+    kind = struct.pack(">b", key_type)
     if version >= 4:
-        body = struct.pack(">b", 0) + _uvarint(2) + _compact_string(group_id) + _uvarint(0)
+        body = kind + _uvarint(2) + _compact_string(group_id) + _uvarint(0)
         return _request_header_v2(FIND_COORDINATOR, version, correlation_id) + body
     if version == 3:
-        body = _compact_string(group_id) + struct.pack(">b", 0) + _uvarint(0)
+        body = _compact_string(group_id) + kind + _uvarint(0)
         return _request_header_v2(FIND_COORDINATOR, 3, correlation_id) + body
-    body = wire_string(group_id) + struct.pack(">b", 0)
+    body = wire_string(group_id) + kind
     return request_header_v1(FIND_COORDINATOR, version, correlation_id) + body
 
 
@@ -552,10 +570,14 @@ class Probe:
                 raise WireError(str(exc)) from exc
         return answers
 
-    def find_coordinators(self, group_ids: Sequence[str], version: int) -> list[Coordinator]:
+    def find_coordinators(
+        self, group_ids: Sequence[str], version: int, key_type: int = 0
+    ) -> list[Coordinator]:
         answers = self.pipeline(
             [
-                partial(encode_find_coordinator_request, group_id=g, version=version)
+                partial(
+                    encode_find_coordinator_request, group_id=g, version=version, key_type=key_type
+                )
                 for g in group_ids
             ]
         )
@@ -568,13 +590,51 @@ class Probe:
         return [decode_offset_fetch_response(a) for a in answers]
 
     def _recv(self, n: int) -> bytes:
-        chunks = bytearray()
-        while len(chunks) < n:
-            chunk = self.sock.recv(n - len(chunks))
+        buffer = bytearray(n)
+        view = memoryview(buffer)
+        got = 0
+        while got < n:
+            chunk = self.sock.recv_into(view[got:])
             if not chunk:
                 raise WireError("connection closed by the broker")
-            chunks += chunk
-        return bytes(chunks)
+            got += chunk
+        return bytes(buffer)
+
+    def renew(self, timeout: float) -> None:
+        """Give the connection ``timeout`` more seconds from now (for one that lives for
+        many requests, each bounded on its own)."""
+        self.deadline = time.monotonic() + timeout
+
+    def send(self, make: Callable[[int], bytes]) -> int:
+        """Send one request without waiting for its answer; its correlation id, for
+        ``receive``."""
+        self.correlation += 1
+        frame = make(self.correlation)
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise WireError("timed out")
+        self.sock.settimeout(remaining)
+        try:
+            self.sock.sendall(_INT32.pack(len(frame)) + frame)
+        except OSError as exc:
+            raise WireError(str(exc)) from exc
+        return self.correlation
+
+    def receive(self, correlation: int) -> bytes:
+        """The answer to the oldest request ``send`` sent and nobody received yet, which
+        must be ``correlation``."""
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise WireError("timed out")
+        self.sock.settimeout(remaining)
+        try:
+            (size,) = _INT32.unpack(self._recv(4))
+            answer = self._recv(size)
+        except (OSError, struct.error) as exc:
+            raise WireError(str(exc)) from exc
+        if answer[:4] != _INT32.pack(correlation):
+            raise WireError("answers out of order")
+        return answer
 
     def api_versions(self) -> ApiVersionsInfo:
         self.correlation += 1

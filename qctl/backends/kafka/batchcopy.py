@@ -1,0 +1,263 @@
+"""Fetched record batches turned into record batches to produce, without a message object.
+
+A replay copies records unchanged but for one added header (the source position). Done
+with confluent-kafka, each record becomes a Python message with a header list and a
+produce call: about 10 µs a record here, most of a replay's time. Here the record batches
+of a Fetch answer are read, and the batches of a Produce request written, by aiokafka's
+record codec (compiled; its clients are not used): a record costs a fraction of that.
+The records go into one batch per target partition, which ``seal`` closes with the
+transactional producer's id, epoch and sequence.
+
+This module decides which records are read, as Kafka's consumer does: transaction
+markers are skipped, and with read_committed so are the batches of aborted
+transactions. What it does not rewrite (a codec other than gzip, an older message
+format, a malformed record) is reported, and the caller leaves it to librdkafka.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+_BATCH = struct.Struct(">qiibIhiqqqhii")  # the 61-byte record batch header (magic 2)
+_CODEC_NONE, _CODEC_GZIP = 0, 1
+_TRANSACTIONAL = 0x10
+_CONTROL = 0x20
+#: Bytes per batch written at most (librdkafka's default ``message.max.bytes``; a batch
+#: always takes its first record, however large).
+BATCH_BYTES = 1_000_000
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (the Java client's default partitioner, and librdkafka's
+    ``murmur2``/``murmur2_random``), as an unsigned 32-bit value."""
+    m = 0x5BD1E995
+    length = len(data)
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    whole = length & ~3
+    for (word,) in struct.iter_unpack("<I", data[:whole]):
+        k = (word * m) & 0xFFFFFFFF
+        k ^= k >> 24
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    extra = length & 3
+    if extra == 3:
+        h ^= data[whole + 2] << 16
+    if extra >= 2:
+        h ^= data[whole + 1] << 8
+    if extra >= 1:
+        h ^= data[whole]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h
+
+
+class KeyPartitioner:
+    """A record's target partition by key, as librdkafka's ``murmur2_random`` picks it:
+    murmur2 of the key, or a random partition for a record without one. Keys repeat
+    (an order's events share its id), so the hashes are kept."""
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+        self.cache: dict[bytes, int] = {}
+
+    def __call__(self, key: bytes | None) -> int:
+        if key is None:
+            return random.randrange(self.partitions)
+        found = self.cache.get(key)
+        if found is None:
+            if len(self.cache) >= 1_000_000:
+                self.cache.clear()
+            found = self.cache[key] = (murmur2(key) & 0x7FFFFFFF) % self.partitions
+        return found
+
+
+class Unsupported(Exception):
+    """A batch this module does not rewrite (the client library must take over)."""
+
+
+class OutBatch:
+    """Records bound for one target partition, not yet sent."""
+
+    __slots__ = ("builder", "count")
+
+    def __init__(self) -> None:
+        self.builder: Any = None
+        self.count = 0
+
+
+def seal(out: OutBatch, producer_id: int, epoch: int, sequence: int) -> bytes:
+    """The transactional record batch of ``out`` (base offset 0: the broker assigns);
+    ``out`` is empty again afterwards."""
+    out.builder.set_producer_state(producer_id, epoch, sequence)
+    batch = bytes(out.builder.build())
+    out.builder = None
+    out.count = 0
+    return batch
+
+
+class Taken(NamedTuple):
+    """What ``copy_partition`` did with one partition's fetched records."""
+
+    #: The next offset to read (past skipped markers and aborted data too).
+    position: int
+    #: Records copied.
+    copied: int
+    #: The partition is done (its end reached).
+    done: bool
+    #: Why the batch at ``position`` cannot be rewritten here (None: it can).
+    unsupported: str | None = None
+
+
+def copy_partition(
+    records: bytes,
+    position: int,
+    end: int,
+    aborted: Sequence[tuple[int, int]],
+    read_committed: bool,
+    header: tuple[str, bytes] | None,
+    route: int | KeyPartitioner,
+    outs: list[OutBatch],
+    full: Callable[[int, OutBatch], None],
+    limit: int = 1 << 62,
+) -> Taken:
+    """Encode the records of ``records`` from ``position`` up to ``end`` (exclusive)
+    into ``outs`` (a batch per target partition), each with the header ``header``
+    appended when given (``header_spec`` makes it). ``route`` is the target partition,
+    or the partitioner that picks it by key; ``full`` is called with a batch that
+    reached ``BATCH_BYTES`` (and must empty it). At most ``limit`` records are copied.
+
+    Stops at the first batch the fetch cut short, and at a batch of a codec or format
+    it does not rewrite (``Taken.unsupported`` says which). Raises ``Unsupported`` at a
+    malformed record: records of its batch may already be in ``outs``, so the caller
+    must drop them (abort the transaction).
+    """
+    aborted_sorted = sorted(aborted, key=lambda a: a[1])
+    next_aborted = 0
+    aborting: set[int] = set()
+    pos = 0
+    copied = 0
+    size = len(records)
+    unpack = _BATCH.unpack_from
+    while pos + _BATCH.size <= size and position < end and copied < limit:
+        (
+            base,
+            length,
+            _epoch,
+            magic,
+            _crc,
+            attributes,
+            last_delta,
+            _base_ts,
+            _max_ts,
+            producer,
+            _pepoch,
+            _seq,
+            _count,
+        ) = unpack(records, pos)
+        batch_end = pos + 12 + length
+        if batch_end > size:
+            break  # cut short by the fetch's byte limit: fetched again next time
+        if magic != 2:
+            return Taken(position, copied, False, f"message format v{magic} at offset {base}")
+        last = base + last_delta
+        if read_committed:
+            while next_aborted < len(aborted_sorted) and aborted_sorted[next_aborted][1] <= last:
+                aborting.add(aborted_sorted[next_aborted][0])
+                next_aborted += 1
+        if last < position:
+            pos = batch_end
+            continue
+        if attributes & _CONTROL:
+            aborting.discard(producer)
+            position = max(position, min(last + 1, end))
+            pos = batch_end
+            continue
+        if read_committed and attributes & _TRANSACTIONAL and producer in aborting:
+            position = max(position, min(last + 1, end))
+            pos = batch_end
+            continue
+        codec = attributes & 0x07
+        if codec not in (_CODEC_NONE, _CODEC_GZIP):  # others need optional libraries
+            return Taken(position, copied, False, f"compression codec {codec} at offset {base}")
+        try:
+            took, stopped_at = _copy_records(
+                records[pos:batch_end], position, end, header, route, outs, full, limit - copied
+            )
+        except Exception as exc:  # the codec's errors have no common class
+            raise Unsupported(f"a malformed record in the batch at offset {base}") from exc
+        copied += took
+        if stopped_at is not None:  # the limit: the rest of the batch is read next time
+            return Taken(max(position, stopped_at), copied, False)
+        position = max(position, min(last + 1, end))
+        pos = batch_end
+    return Taken(position, copied, position >= end)
+
+
+def _copy_records(
+    batch: bytes,
+    position: int,
+    end: int,
+    header: tuple[str, bytes] | None,
+    route: int | KeyPartitioner,
+    outs: list[OutBatch],
+    full: Callable[[int, OutBatch], None],
+    limit: int,
+) -> tuple[int, int | None]:
+    """The records of one batch at offsets in [position, end), at most ``limit`` of them,
+    into ``outs``: how many, and the offset of the first record left for the limit.
+
+    The hottest loop of a replay, so aiokafka's compiled record codec reads and writes
+    the records."""
+    from aiokafka.record.default_records import DefaultRecordBatch
+
+    copied = 0
+    name, template = header if header is not None else ("", b"")
+    with_header = header is not None
+    keyed = isinstance(route, KeyPartitioner)
+    cache = route.cache if isinstance(route, KeyPartitioner) else {}
+    target = route if isinstance(route, int) else 0
+    out = outs[target]
+    for record in DefaultRecordBatch(batch):
+        offset = record.offset
+        if offset < position:
+            continue
+        if offset >= end:
+            break
+        if copied >= limit:
+            return copied, offset
+        headers = record.headers
+        if with_header:
+            headers.append((name, template % offset))
+        key = record.key
+        if keyed:
+            found = cache.get(key) if key is not None else None
+            target = route(key) if found is None else found  # type: ignore[operator]
+            out = outs[target]
+        builder = out.builder
+        if builder is None:
+            builder = out.builder = new_builder()
+        if builder.append(out.count, record.timestamp, key, record.value, headers) is None:
+            full(target, out)  # the batch is full: send it, start the next
+            builder = out.builder = new_builder()
+            builder.append(0, record.timestamp, key, record.value, headers)
+        out.count += 1
+        copied += 1
+    return copied, None
+
+
+def new_builder() -> Any:
+    """An empty transactional record batch (the producer state is set when sealed)."""
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+    return DefaultRecordBatchBuilder(2, _CODEC_NONE, 1, -1, -1, -1, BATCH_BYTES)
+
+
+def header_spec(name: str, prefix: str) -> tuple[str, bytes]:
+    """The ``header`` argument of ``copy_partition`` for a header ``name`` whose value
+    is ``prefix`` followed by the record's offset."""
+    return name, prefix.encode().replace(b"%", b"%%") + b"%d"

@@ -1,0 +1,551 @@
+"""Exactly-once replays over the wire: record batches in, record batches out.
+
+A replay with a fixed route (no ``--where``) copies every
+record unchanged but for one added header. Through the client library each record
+becomes a Python message and a produce call, which caps a copy at about 100k records a
+second on a core. This copier speaks the protocol itself: one Fetch per source leader
+brings megabytes of record batches; ``batchcopy`` re-encodes their records as bytes into
+one batch per target partition; Produce requests carry them, marked as one transaction
+of the job's transactional producer, together with the job group's new offsets.
+
+The guarantees are the library copier's (``transactions``), by the same protocol steps:
+InitProducerId fences a killed run of the job and aborts its open transaction before
+the committed offsets are read; each transaction adds its partitions and the group
+first, and commits the records and the offsets at once with EndTxn.
+
+Anything off the plain path hands the copy over to the library copier: another
+compression codec or an old message format in the source, a moved leader, a deleted
+topic, a broken connection, an error answer. The open transaction is aborted (or left
+to the library copier's ``init_transactions``, which aborts it by fencing this
+producer), so the library copier resumes from the last committed position, exactly as
+a resumed job would. Only a fenced producer (another process took the job over) is an
+error here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from qctl.backends.capabilities.transactions import CopyControl, CopyReport, CopyRequest
+from qctl.backends.kafka import txnwire as tw
+from qctl.backends.kafka.batchcopy import (
+    KeyPartitioner,
+    OutBatch,
+    Unsupported,
+    copy_partition,
+    header_spec,
+    seal,
+)
+from qctl.backends.kafka.fetchts import decode_fetch_response, encode_fetch_request
+from qctl.backends.kafka.wire import (
+    Probe,
+    WireError,
+    decode_find_coordinator_response,
+    encode_find_coordinator_request,
+    error_name,
+)
+from qctl.errors import QctlError
+
+if TYPE_CHECKING:
+    from qctl.backends.kafka.transactions import KafkaTransactions
+    from qctl.backends.kafka.wire import ProbeSecurity
+    from qctl.ratelimit import TokenBucket
+
+log = logging.getLogger(__name__)
+
+#: Set to 0 to copy through the client library only.
+ENV_SWITCH = "QCTL_KAFKA_WIRE_COPY"
+#: Bytes asked per Fetch, and per partition.
+FETCH_BYTES = 32 * 1024 * 1024
+PARTITION_FETCH_BYTES = 8 * 1024 * 1024
+_TRANSACTION_TIMEOUT_MS = 60_000
+_RETRY_PAUSE = 0.02
+
+
+class Handover(Exception):
+    """The copy leaves the plain path: the library copier continues from the last
+    committed transaction."""
+
+
+def eligible(backend: KafkaTransactions, request: CopyRequest) -> ProbeSecurity | None:
+    """How to connect, when this copier can take ``request`` (else None)."""
+    from qctl.backends.kafka.wire import probe_security
+
+    if os.environ.get(ENV_SWITCH, "1") == "0":
+        return None
+    if request.mapper is not None or request.raw_mapper is not None or request.fixed is None:
+        return None
+    return probe_security(backend.settings)
+
+
+class WireCopier:
+    """One run of a fixed-route copy; ``run`` returns the report and why it handed over
+    (None when it finished)."""
+
+    def __init__(
+        self,
+        backend: KafkaTransactions,
+        request: CopyRequest,
+        control: CopyControl,
+        security: ProbeSecurity,
+    ) -> None:
+        assert request.fixed is not None
+        self.backend = backend
+        self.request = request
+        self.fixed = request.fixed
+        self.control = control
+        self.security = security
+        self.timeout = backend.timeout
+        self.topic = request.source.name
+        self.target = request.fixed.topic
+        self.read_committed = request.isolation == "read_committed"
+        self.report = CopyReport()
+        self.positions: dict[int, int] = {}
+        self.ends: dict[int, int] = {}
+        self.active: set[int] = set()
+        self.connections: dict[tuple[str, tuple[str, int]], Probe] = {}
+        self.source_leaders: dict[int, tuple[str, int]] = {}
+        self.target_leaders: dict[int, tuple[str, int]] = {}
+        self.producer_id = -1
+        self.epoch = -1
+        self.sequences: dict[int, int] = defaultdict(int)
+        self.in_txn = False
+        #: Produce requests sent and not yet answered: (connection, correlation id).
+        self.pending: list[tuple[Probe, int]] = []
+        self.bucket: TokenBucket | None = None
+        if request.rate:
+            from qctl.ratelimit import TokenBucket
+
+            self.bucket = TokenBucket(request.rate, burst=max(1.0, request.rate / 10))
+
+    # -- connections -----------------------------------------------------------------------
+    def _connection(self, role: str, address: tuple[str, int]) -> Probe:
+        conn = self.connections.get((role, address))
+        if conn is None:
+            host, port = address
+            conn = Probe(host, port, self.timeout, self.security.ssl_context, self.security.sasl)
+            self.connections[(role, address)] = conn
+        conn.renew(self.timeout)
+        return conn
+
+    def _call(self, role: str, address: tuple[str, int], make: Callable[[int], bytes]) -> bytes:
+        conn = self._connection(role, address)
+        return conn.receive(conn.send(make))
+
+    def _coordinator(self, key: str, key_type: int) -> tuple[str, int]:
+        deadline = time.monotonic() + self.timeout
+        any_broker = next(iter(self.source_leaders.values()))
+        while True:
+            answer = self._call(
+                "meta",
+                any_broker,
+                partial(
+                    encode_find_coordinator_request, group_id=key, version=1, key_type=key_type
+                ),
+            )
+            found = decode_find_coordinator_response(answer, 1)
+            if found.error_code == 0:
+                return found.host, found.port
+            if found.error_code not in tw.RETRY or time.monotonic() >= deadline:
+                raise Handover(f"FindCoordinator: {error_name(found.error_code)}")
+            time.sleep(_RETRY_PAUSE)
+
+    # -- setup -----------------------------------------------------------------------------
+    def _setup(self) -> None:
+        from confluent_kafka import Consumer
+
+        from qctl.backends.kafka.messaging import CONSUMER_DEFAULTS
+        from qctl.backends.kafka.transactions import (
+            committed_offsets,
+            plan_positions,
+            watermarks,
+        )
+
+        req = self.request
+        consumer = Consumer(
+            {
+                **CONSUMER_DEFAULTS,
+                **self.backend.client_config(
+                    **{
+                        "group.id": req.group,
+                        "enable.auto.commit": False,
+                        "isolation.level": req.isolation,
+                    }
+                ),
+            }
+        )
+        try:
+            metadata = consumer.list_topics(timeout=self.timeout)
+            brokers = {b.id: (b.host, b.port) for b in metadata.brokers.values()}
+            source = metadata.topics.get(self.topic)
+            target = metadata.topics.get(self.target)
+            if source is None or source.error is not None or target is None or target.error:
+                raise Handover("a topic is missing")  # the library copier says which
+            self.source_leaders = {
+                p: brokers[m.leader] for p, m in source.partitions.items() if m.leader in brokers
+            }
+            self.target_leaders = {
+                p: brokers[m.leader] for p, m in target.partitions.items() if m.leader in brokers
+            }
+            if len(self.source_leaders) != len(source.partitions) or len(
+                self.target_leaders
+            ) != len(target.partitions):
+                raise Handover("a partition has no leader")
+            partitions = sorted(source.partitions)
+            if req.source.partition is not None:
+                if req.source.partition not in source.partitions:
+                    raise Handover("no such partition")
+                partitions = [req.source.partition]
+            self.route_for = self._routes(partitions, len(target.partitions))
+            self.txn_coordinator = self._coordinator(req.transactional_id, 1)
+            self._init_producer()
+            committed = committed_offsets(self.backend, consumer, req, partitions)
+            self.positions, self.ends = plan_positions(
+                req,
+                partitions,
+                committed,
+                lambda p: watermarks(self.backend, consumer, p, req),
+                self.report.warnings,
+            )
+            self.group_coordinator = self._coordinator(req.group, 0)
+        finally:
+            consumer.close()
+        self.report.end_offsets = dict(self.ends)
+        self.report.positions = dict(self.positions)
+        self.report.remaining = self._remaining()
+        self.active = {p for p, start in self.positions.items() if start < self.ends[p]}
+        self.control.started(dict(self.positions), dict(self.ends))
+
+    def _routes(self, partitions: list[int], count: int) -> dict[int, int | KeyPartitioner]:
+        """Each source partition's target partition, or the partitioner by key."""
+        fixed = self.fixed
+        by_key = KeyPartitioner(count)
+        routes: dict[int, int | KeyPartitioner] = {}
+        self.target_partitions: list[int] = list(range(count))
+        for p in partitions:
+            if fixed.partition is not None:
+                if fixed.partition >= count:
+                    raise Handover("no such target partition")  # the library copier warns
+                routes[p] = fixed.partition
+                self.target_partitions = [fixed.partition]
+            elif fixed.keep_partition:
+                if p >= count:
+                    raise Handover("no such target partition")
+                routes[p] = p
+            else:
+                routes[p] = by_key
+        if fixed.keep_partition and fixed.partition is None:
+            self.target_partitions = sorted(partitions)
+        return routes
+
+    def _init_producer(self) -> None:
+        req = self.request
+        deadline = time.monotonic() + self.timeout + _TRANSACTION_TIMEOUT_MS / 1000
+        while True:
+            answer = self._call(
+                "txn",
+                self.txn_coordinator,
+                partial(
+                    tw.encode_init_producer_id,
+                    transactional_id=req.transactional_id,
+                    timeout_ms=_TRANSACTION_TIMEOUT_MS,
+                ),
+            )
+            found = tw.decode_init_producer_id(answer)
+            if found.error == 0:
+                self.producer_id, self.epoch = found.producer_id, found.epoch
+                self.sequences.clear()
+                return
+            if found.error not in tw.RETRY or time.monotonic() >= deadline:
+                raise Handover(f"InitProducerId: {error_name(found.error)}")
+            if found.error == tw.NOT_COORDINATOR:
+                self.txn_coordinator = self._coordinator(req.transactional_id, 1)
+            time.sleep(_RETRY_PAUSE)
+
+    def _remaining(self) -> int:
+        return sum(max(self.ends[p] - self.positions.get(p, self.ends[p]), 0) for p in self.ends)
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self) -> tuple[CopyReport, str | None]:
+        started = time.monotonic()
+        log.debug("copying over the wire: %s -> %s", self.topic, self.target)
+        try:
+            self._setup()
+            while self.active and not self.control.stopping() and not self.report.limited:
+                self._transaction()
+        except (Handover, Unsupported, WireError, OSError, struct.error) as why:
+            self._abort()
+            return self._finish(started), str(why)
+        finally:
+            self.close()
+        report = self._finish(started)
+        report.stopped = bool(self.active) and not report.limited
+        return report, None
+
+    def _finish(self, started: float) -> CopyReport:
+        self.report.elapsed = time.monotonic() - started
+        return self.report
+
+    def _transaction(self) -> None:
+        req = self.request
+        self._begin()
+        positions = dict(self.positions)
+        outs = [OutBatch() for _ in range(len(self.target_leaders))]
+        header = None
+        if self.fixed.position_header is not None:
+            header = {
+                p: header_spec(self.fixed.position_header, f"kafka:{self.topic}/{p}@")
+                for p in self.positions
+            }
+        copied = 0
+        deadline = time.monotonic() + req.txn_seconds
+        idle = 0
+        blocked: str | None = None
+        while self.active and copied < req.txn_messages:
+            budget = self._budget(copied)
+            if budget <= 0:
+                self.report.limited = True
+                break
+            answers = self._fetch(positions)
+            progressed = False
+            for p, part in answers.items():
+                if p not in self.active or budget <= 0:
+                    continue
+                if part.error != 0:
+                    raise Handover(f"Fetch of partition {p}: {error_name(part.error)}")
+                readable = part.last_stable if self.read_committed else part.high_watermark
+                if readable < 0:
+                    readable = part.high_watermark
+                taken = copy_partition(
+                    part.records,
+                    positions[p],
+                    self.ends[p],
+                    part.aborted,
+                    self.read_committed,
+                    header[p] if header is not None else None,
+                    self.route_for[p],
+                    outs,
+                    self._full,
+                    budget,
+                )
+                if taken.position != positions[p]:
+                    progressed = True
+                positions[p] = taken.position
+                copied += taken.copied
+                budget -= taken.copied
+                if taken.unsupported is not None:
+                    blocked = blocked or taken.unsupported
+                    self.active.discard(p)  # left to librdkafka after this commit
+                    progressed = True
+                elif taken.done or (not part.records and taken.position >= readable):
+                    self.active.discard(p)  # the end, or all there is to read now
+                    progressed = True
+            for target, out in enumerate(outs):
+                if out.count:
+                    self._full(target, out)
+            if progressed:
+                idle = 0
+            else:
+                idle += 1
+                if idle > 50:
+                    raise Handover("no progress")
+                time.sleep(_RETRY_PAUSE)
+            if self.control.stopping() or time.monotonic() >= deadline:
+                break
+        self._settle()
+        self._commit(positions)
+        report = self.report
+        report.routed += copied
+        report.per_target[self.target] = report.per_target.get(self.target, 0) + copied
+        self.positions = positions
+        report.positions = dict(positions)
+        report.remaining = self._remaining()
+        report.transactions += 1
+        self.control.committed(report)
+        if blocked is not None:
+            raise Handover(blocked)
+
+    def _budget(self, copied: int) -> int:
+        """Records the next round may copy: what ``--limit`` leaves, and with ``--rate``
+        a tenth of a second's worth, waited for (each transaction stays near
+        ``txn_seconds``, and progress is committed at that pace)."""
+        req = self.request
+        budget = 1 << 62
+        if req.limit is not None:
+            budget = req.limit - self.report.routed - copied
+        if self.bucket is not None and budget > 0:
+            want = min(budget, max(1, int(self.bucket.rate // 10)))
+            time.sleep(self.bucket.delay(want))
+            while not self.bucket.try_acquire(want):
+                time.sleep(self.bucket.delay(want))
+            budget = want
+        return budget
+
+    def _fetch(self, positions: dict[int, int]) -> dict[int, Any]:
+        by_leader: dict[tuple[str, int], list[tuple[int, int]]] = defaultdict(list)
+        for p in sorted(self.active):
+            by_leader[self.source_leaders[p]].append((p, positions[p]))
+        sent = []
+        for address, asks in by_leader.items():
+            conn = self._connection("fetch", address)
+            make = partial(
+                encode_fetch_request,
+                topics={self.topic: asks},
+                read_committed=self.read_committed,
+                max_bytes=FETCH_BYTES,
+                partition_max_bytes=PARTITION_FETCH_BYTES,
+            )
+            sent.append((conn, conn.send(make)))
+        out: dict[int, Any] = {}
+        for conn, correlation in sent:
+            for (topic, p), part in decode_fetch_response(conn.receive(correlation)).items():
+                if topic == self.topic:
+                    out[p] = part
+        return out
+
+    def _full(self, target: int, out: OutBatch) -> None:
+        """Seal ``out`` and send it; ``out`` starts empty again."""
+        sequence = self.sequences[target]
+        self.sequences[target] = sequence + out.count
+        batch = seal(out, self.producer_id, self.epoch, sequence)
+        conn = self._connection("produce", self.target_leaders[target])
+        timeout_ms = int(self.timeout * 1000)
+        make = partial(
+            tw.encode_produce,
+            transactional_id=self.request.transactional_id,
+            batches={self.target: {target: batch}},
+            timeout_ms=timeout_ms,
+        )
+        self.pending.append((conn, conn.send(make)))
+        if len(self.pending) > 200:
+            self._settle()
+
+    def _settle(self) -> None:
+        """Read the answers of the Produce requests sent; any error hands over."""
+        pending, self.pending = self.pending, []
+        for conn, correlation in pending:
+            conn.renew(self.timeout)
+            for (_topic, p), error in tw.decode_produce(conn.receive(correlation)).items():
+                if error in tw.FENCED:
+                    raise _fenced()
+                if error not in (0, tw.DUPLICATE_SEQUENCE_NUMBER):
+                    raise Handover(f"Produce to partition {p}: {error_name(error)}")
+
+    # -- transaction steps -----------------------------------------------------------------
+    def _txn_request(
+        self, what: str, make: Callable[[int], bytes], decode: Callable[[bytes], int]
+    ) -> None:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            error = decode(self._call("txn", self.txn_coordinator, make))
+            if error == 0:
+                return
+            if error in tw.FENCED:
+                raise _fenced()
+            if error not in tw.RETRY or time.monotonic() >= deadline:
+                raise Handover(f"{what}: {error_name(error)}")
+            if error == tw.NOT_COORDINATOR:
+                self.txn_coordinator = self._coordinator(self.request.transactional_id, 1)
+            time.sleep(_RETRY_PAUSE)
+
+    def _begin(self) -> None:
+        req = self.request
+        self.in_txn = True
+        self._txn_request(
+            "AddPartitionsToTxn",
+            partial(
+                tw.encode_add_partitions,
+                transactional_id=req.transactional_id,
+                producer_id=self.producer_id,
+                epoch=self.epoch,
+                topics={self.target: self.target_partitions},
+            ),
+            _worst,
+        )
+        self._txn_request(
+            "AddOffsetsToTxn",
+            partial(
+                tw.encode_add_offsets,
+                transactional_id=req.transactional_id,
+                producer_id=self.producer_id,
+                epoch=self.epoch,
+                group_id=req.group,
+            ),
+            tw.decode_error,
+        )
+
+    def _commit(self, positions: dict[int, int]) -> None:
+        req = self.request
+        changed = {p: off for p, off in positions.items() if off != self.positions.get(p)}
+        if changed:
+            answer = self._call(
+                "group",
+                self.group_coordinator,
+                partial(
+                    tw.encode_txn_offset_commit,
+                    transactional_id=req.transactional_id,
+                    group_id=req.group,
+                    producer_id=self.producer_id,
+                    epoch=self.epoch,
+                    offsets={self.topic: changed},
+                ),
+            )
+            error = _worst(answer)
+            if error in tw.FENCED:
+                raise _fenced()
+            if error != 0:
+                raise Handover(f"TxnOffsetCommit: {error_name(error)}")
+        self._end(commit=True)
+
+    def _end(self, commit: bool) -> None:
+        req = self.request
+        self._txn_request(
+            "EndTxn",
+            partial(
+                tw.encode_end_txn,
+                transactional_id=req.transactional_id,
+                producer_id=self.producer_id,
+                epoch=self.epoch,
+                commit=commit,
+            ),
+            tw.decode_error,
+        )
+        self.in_txn = False
+
+    def _abort(self) -> None:
+        """Abort the open transaction if the coordinator answers; else the library
+        copier's ``init_transactions`` aborts it."""
+        self.pending = []
+        if not self.in_txn:
+            return
+        try:
+            self._end(commit=False)
+        except (Handover, WireError, QctlError) as exc:
+            log.debug("aborting over the wire failed: %s", exc)
+        self.in_txn = False
+
+    def close(self) -> None:
+        for conn in self.connections.values():
+            conn.sock.close()
+        self.connections.clear()
+
+
+def _worst(payload: bytes) -> int:
+    """The error of an AddPartitionsToTxn or TxnOffsetCommit answer: the first
+    partition's that is not OPERATION_NOT_ATTEMPTED (which the others get)."""
+    errors = [e for e in tw.decode_partition_errors(payload).values() if e != 0]
+    return next((e for e in errors if e != tw.OPERATION_NOT_ATTEMPTED), errors[0] if errors else 0)
+
+
+def _fenced() -> QctlError:
+    return QctlError(
+        "another process took over this job (its producer fenced ours)",
+        "let that process finish; `qctl dlq jobs` shows the job",
+    )
