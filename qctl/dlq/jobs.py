@@ -483,10 +483,15 @@ def _raw_redrive(rules: RedriveRules, parking_topic: str | None) -> RawMapper:
     """The redrive decision from raw Kafka headers, the same as ``rules`` takes from a
     Message, cached by the few headers it depends on (a DLQ holds many messages from
     few origins): per message, one pass over its headers and a dictionary lookup."""
-    cache: dict[tuple[Any, ...], tuple[str, str | None, int | None, list[Any], bool]] = {}
+    cache: dict[tuple[Any, ...], tuple[RawRoute | None, list[Any], bool, str]] = {}
     job_id = rules.job_id.encode()
     empty = Message(None)
     routing = _ROUTING_SET
+    parked_by = (H_PARKED_BY, job_id)
+    #: A parked record stays in its partition: one route per partition.
+    parking = {}
+    if parking_topic is not None:
+        parking = {p: RawRoute(parking_topic, None, p) for p in range(1024)}
 
     def decide(headers: list[tuple[str, bytes | None]], partition: int, offset: int) -> Any:
         key = tuple([h for h in headers if h[0] in routing])
@@ -496,15 +501,19 @@ def _raw_redrive(rules: RedriveRules, parking_topic: str | None) -> RawMapper:
             if len(cache) > 10_000:
                 cache.clear()
             cache[key] = hit
-        kind, topic, to_partition, guard, guarded = hit
-        if kind == "route":
+        route, guard, guarded, kind = hit
+        if route is not None:
             if guarded:
-                headers = [h for h in headers if h[0] not in _GUARD]
+                headers[:] = [h for h in headers if h[0] not in _GUARD]
             headers.extend(guard)
-            return RawRoute(topic, headers, to_partition)  # type: ignore[arg-type]
+            return route  # with the headers as changed here
         if kind == "park":
-            headers.append((H_PARKED_BY, job_id))
-            return RawRoute(topic, headers, partition)  # type: ignore[arg-type]
+            headers.append(parked_by)
+            found = parking.get(partition)
+            if found is None:
+                assert parking_topic is not None
+                found = RawRoute(parking_topic, None, partition)
+            return found
         return UNKNOWN
 
     return decide
@@ -516,16 +525,18 @@ def _decision(
     relevant: tuple[tuple[str, bytes | None], ...],
     job_id: bytes,
     empty: Message,
-) -> tuple[str, str | None, int | None, list[Any], bool]:
+) -> tuple[RawRoute | None, list[Any], bool, str]:
+    """(the route, the guard headers it adds, whether old guard headers go, and "route",
+    "park" or "unknown")."""
     prov = from_kafka_headers(list(relevant))
     guarded = any(name in _GUARD for name, _ in relevant)
     if rules.parked(prov):
-        return ("park", parking_topic, None, [], guarded)
+        return (None, [], guarded, "park")
     target = rules.target(empty, prov)
     if target is None:
-        return ("unknown", None, None, [], guarded)
+        return (None, [], guarded, "unknown")
     guard = [(H_REDRIVE_COUNT, str(prov.redrive_count + 1).encode()), (H_REDRIVE_ID, job_id)]
-    return ("route", target.ref.name, target.ref.partition, guard, guarded)
+    return (RawRoute(target.ref.name, None, target.ref.partition), guard, guarded, "route")
 
 
 # -- purge fast paths -------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from qctl.backends.kafka.batchcopy import (
     OutBatch,
     Unsupported,
     copy_partition,
+    fixed_route,
     header_spec,
     murmur2,
     seal,
@@ -77,14 +78,19 @@ def offsets_of(sink: Sink) -> list[int]:
     return [int(r.value[1:]) for _t, r in sink.records()]
 
 
-def copy(data: bytes, sink: Sink, position: int = 0, end: int = 1 << 40, **kw: Any) -> Any:
-    kw.setdefault("aborted", [])
-    kw.setdefault("read_committed", True)
-    kw.setdefault("route", 0)
-    return copy_partition(
-        data, position, end, kw.pop("aborted"), kw.pop("read_committed"), HEADER,
-        kw.pop("route"), sink.outs, sink.full, **kw,
-    )  # fmt: skip
+def copy(
+    data: bytes,
+    sink: Sink,
+    position: int = 0,
+    end: int = 1 << 40,
+    *,
+    aborted: list[tuple[int, int]] | None = None,
+    read_committed: bool = True,
+    route: int | KeyPartitioner = 0,
+    limit: int = 1 << 62,
+) -> Any:
+    take = fixed_route(HEADER, route, sink.outs, sink.full)
+    return copy_partition(data, position, end, aborted or [], read_committed, take, limit)
 
 
 @pytest.mark.parametrize(
@@ -194,3 +200,19 @@ def test_full_batches_are_sealed_as_they_fill() -> None:
     assert len(sink.sealed) >= 1  # a million bytes do not fit one batch
     assert sum(1 for _ in sink.records()) == 40
     assert all(len(raw) <= 1_000_000 for _t, raw in sink.sealed)
+
+
+def test_librdkafkas_partitioner_is_found_and_agrees_with_murmur2() -> None:
+    """Keys are hashed by librdkafka's own murmur2 function (cheaper than Python's);
+    it gives the same partition as ``murmur2`` for any key."""
+    import random
+
+    from qctl.backends.kafka.batchcopy import _librdkafka_murmur2
+
+    by_librdkafka = _librdkafka_murmur2()
+    assert by_librdkafka is not None
+    rng = random.Random(7)
+    for _ in range(2000):
+        key = rng.randbytes(rng.randrange(0, 40))
+        partitions = rng.randrange(1, 500)
+        assert by_librdkafka(key, partitions) == (murmur2(key) & 0x7FFFFFFF) % partitions

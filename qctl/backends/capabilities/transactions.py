@@ -57,10 +57,12 @@ CopyMapper = Callable[[Message], CopyDecision]
 @dataclass(slots=True)
 class RawRoute:
     """Write the record to ``topic`` with ``headers`` (its key, value and timestamp
-    unchanged); ``partition`` None: the producer's partitioner."""
+    unchanged); ``headers`` None: the header list the mapper was given, as it left it
+    (a mapper may change that list in place, and then return one route object for many
+    records); ``partition`` None: the producer's partitioner."""
 
     topic: str
-    headers: list[tuple[str, bytes | None]]
+    headers: list[tuple[str, bytes | None]] | None = None
     partition: int | None = None
 
 

@@ -327,7 +327,7 @@ class _Copier:
         attempts = 0
         while True:
             attempts += 1
-            batch = _Batch(dict(self.positions))
+            batch = BatchTally(dict(self.positions))
             self._begin()
             try:
                 self._fill(batch)
@@ -394,7 +394,7 @@ class _Copier:
                 [TopicPartition(self.topic, p, self.positions[p]) for p in sorted(self.active)]
             )
 
-    def _commit(self, batch: _Batch) -> None:
+    def _commit(self, batch: BatchTally) -> None:
         from confluent_kafka import KafkaException, TopicPartition
 
         assert self.producer is not None and self.consumer is not None
@@ -458,7 +458,7 @@ class _Copier:
                 raise
 
     # -- filling one transaction -------------------------------------------------------------
-    def _fill(self, batch: _Batch) -> None:
+    def _fill(self, batch: BatchTally) -> None:
         from confluent_kafka import KafkaException, TopicPartition
 
         assert self.consumer is not None and self.producer is not None
@@ -524,7 +524,7 @@ class _Copier:
             if fatal is not None and not done_now and budget > 0 and not self.active:
                 raise translate(fatal, self.backend.bootstrap, "copy in")
 
-    def _event(self, m: Any, err: Any, batch: _Batch, done_now: list[int]) -> None:
+    def _event(self, m: Any, err: Any, batch: BatchTally, done_now: list[int]) -> None:
         """A consumer event: the end of a partition, or an error."""
         from confluent_kafka import KafkaError
 
@@ -545,7 +545,7 @@ class _Copier:
         log.debug("consumer error: %s", err)
 
     def _fast(
-        self, msgs: list[Any], batch: _Batch, limit_left: int | None, done_now: list[int]
+        self, msgs: list[Any], batch: BatchTally, limit_left: int | None, done_now: list[int]
     ) -> tuple[int, bool]:
         """``_fill``'s loop for a fixed route, with everything per message kept local:
         at hundreds of thousands of messages a second, each attribute lookup counts.
@@ -641,7 +641,7 @@ class _Copier:
                 raise _Abort(str(exc)) from None
 
     def _fast_raw(
-        self, msgs: list[Any], batch: _Batch, limit_left: int | None, done_now: list[int]
+        self, msgs: list[Any], batch: BatchTally, limit_left: int | None, done_now: list[int]
     ) -> tuple[int, bool]:
         """``_fast`` for a raw mapper: decisions from raw headers, records otherwise
         copied as they are."""
@@ -685,7 +685,7 @@ class _Copier:
                             f"{self.backend.bootstrap}",
                             "create it, or give another target with --to",
                         )
-                    reason = _missing(topic)
+                    reason = missing_topic(topic)
                     batch.rejected[reason] = batch.rejected.get(reason, 0) + 1
                     decision = KEEP
             elif type(decision) is Rejected:
@@ -706,7 +706,7 @@ class _Copier:
                             m.key(),
                             partition,
                             timestamp=ts if ts_type else 0,
-                            headers=decision.headers,
+                            headers=headers if decision.headers is None else decision.headers,
                         )
                         break
                     except BufferError:
@@ -744,7 +744,7 @@ class _Copier:
             except self.kafka_exception as exc:
                 raise _Abort(str(exc)) from None
 
-    def _mapped(self, m: Any, batch: _Batch) -> bool:
+    def _mapped(self, m: Any, batch: BatchTally) -> bool:
         req = self.request
         assert req.mapper is not None
         decision = req.mapper(to_message(m))
@@ -761,7 +761,7 @@ class _Copier:
                     f"{self.backend.bootstrap}",
                     "create it, or give another target with --to",
                 )
-            reason = _missing(decision.topic)
+            reason = missing_topic(decision.topic)
             batch.rejected[reason] = batch.rejected.get(reason, 0) + 1
             decision = KEEP
         if decision == KEEP or not isinstance(decision, CopyRoute):
@@ -943,11 +943,11 @@ def _summed(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
     return out
 
 
-def _missing(topic: str) -> str:
+def missing_topic(topic: str) -> str:
     return f"kafka:{topic}: the topic does not exist"
 
 
-class _Batch:
+class BatchTally:
     """What one transaction did (merged into the report only once it committed)."""
 
     __slots__ = ("kept", "per_target", "positions", "rejected", "routed", "skipped")

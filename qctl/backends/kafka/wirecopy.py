@@ -27,23 +27,38 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from qctl.backends.capabilities.transactions import CopyControl, CopyReport, CopyRequest
+from qctl.backends.capabilities.transactions import (
+    KEEP,
+    SKIP,
+    CopyControl,
+    CopyReport,
+    CopyRequest,
+    RawRoute,
+    Rejected,
+)
 from qctl.backends.kafka import txnwire as tw
 from qctl.backends.kafka.batchcopy import (
     KeyPartitioner,
     OutBatch,
+    RecordTaker,
     Unsupported,
+    append,
     copy_partition,
+    fixed_route,
     header_spec,
+    new_builder,
+    records_of,
     seal,
 )
 from qctl.backends.kafka.fetchts import decode_fetch_response, encode_fetch_request
+from qctl.backends.kafka.transactions import BatchTally, missing_topic
 from qctl.backends.kafka.wire import (
     Probe,
     WireError,
@@ -51,7 +66,7 @@ from qctl.backends.kafka.wire import (
     encode_find_coordinator_request,
     error_name,
 )
-from qctl.errors import QctlError
+from qctl.errors import NotFoundError, QctlError
 
 if TYPE_CHECKING:
     from qctl.backends.kafka.transactions import KafkaTransactions
@@ -80,14 +95,26 @@ def eligible(backend: KafkaTransactions, request: CopyRequest) -> ProbeSecurity 
 
     if os.environ.get(ENV_SWITCH, "1") == "0":
         return None
-    if request.mapper is not None or request.raw_mapper is not None or request.fixed is None:
-        return None
+    if request.fixed is None and request.raw_mapper is None:
+        return None  # a mapper of Message objects: librdkafka's messages are needed
     return probe_security(backend.settings)
 
 
+class _Target:
+    """A topic the copy writes to: its partitions' leaders, a batch being filled per
+    partition, and whether the open transaction has it yet."""
+
+    def __init__(self, name: str, leaders: list[tuple[str, int]]) -> None:
+        self.name = name
+        self.leaders = leaders
+        self.outs = [OutBatch() for _ in leaders]
+        self.by_key = KeyPartitioner(len(leaders))
+        self.in_txn = False
+
+
 class WireCopier:
-    """One run of a fixed-route copy; ``run`` returns the report and why it handed over
-    (None when it finished)."""
+    """One run of a copy with a fixed route or a raw mapper; ``run`` returns the report
+    and why it handed over (None when it finished)."""
 
     def __init__(
         self,
@@ -96,15 +123,12 @@ class WireCopier:
         control: CopyControl,
         security: ProbeSecurity,
     ) -> None:
-        assert request.fixed is not None
         self.backend = backend
         self.request = request
-        self.fixed = request.fixed
         self.control = control
         self.security = security
         self.timeout = backend.timeout
         self.topic = request.source.name
-        self.target = request.fixed.topic
         self.read_committed = request.isolation == "read_committed"
         self.report = CopyReport()
         self.positions: dict[int, int] = {}
@@ -112,13 +136,22 @@ class WireCopier:
         self.active: set[int] = set()
         self.connections: dict[tuple[str, tuple[str, int]], Probe] = {}
         self.source_leaders: dict[int, tuple[str, int]] = {}
-        self.target_leaders: dict[int, tuple[str, int]] = {}
+        self.targets: dict[str, _Target] = {}
+        self.topics: dict[str, Any] = {}
+        self.missing: set[str] = set()
+        self.warned: set[str] = set()
+        self.consumer: Any = None
+        self.metadata_read = 0.0
         self.producer_id = -1
         self.epoch = -1
-        self.sequences: dict[int, int] = defaultdict(int)
+        self.sequences: dict[tuple[str, int], int] = defaultdict(int)
         self.in_txn = False
         #: Produce requests sent and not yet answered: (connection, correlation id).
         self.pending: list[tuple[Probe, int]] = []
+        self.tally = BatchTally({})
+        # The record codec's package imports all of aiokafka (a second here): in the
+        # background, while the setup waits for the brokers.
+        threading.Thread(target=_import_codec, name="qctl-import", daemon=True).start()
         self.bucket: TokenBucket | None = None
         if request.rate:
             from qctl.ratelimit import TokenBucket
@@ -157,6 +190,37 @@ class WireCopier:
                 raise Handover(f"FindCoordinator: {error_name(found.error_code)}")
             time.sleep(_RETRY_PAUSE)
 
+    # -- metadata --------------------------------------------------------------------------
+    def _read_metadata(self) -> dict[str, Any]:
+        """Every topic's partitions and their leaders' addresses (the full listing:
+        asking for a topic by name would create it where auto-creation is on)."""
+        metadata = self.consumer.list_topics(timeout=self.timeout)
+        self.metadata_read = time.monotonic()
+        brokers = {b.id: (b.host, b.port) for b in metadata.brokers.values()}
+        out: dict[str, Any] = {}
+        for name, topic in metadata.topics.items():
+            if topic.error is not None and not topic.partitions:
+                continue
+            leaders = [brokers.get(topic.partitions[p].leader) for p in sorted(topic.partitions)]
+            out[name] = leaders
+        return out
+
+    def target_named(self, name: str) -> _Target | None:
+        """The target ``name``, or None when the topic does not exist."""
+        found = self.targets.get(name)
+        if found is not None or name in self.missing:
+            return found
+        if time.monotonic() - self.metadata_read > 1.0 or not self.targets:
+            self.topics = self._read_metadata()
+        leaders = self.topics.get(name)
+        if leaders is None:
+            self.missing.add(name)
+            return None
+        if any(address is None for address in leaders):
+            raise Handover(f"a partition of {name!r} has no leader")
+        found = self.targets[name] = _Target(name, leaders)
+        return found
+
     # -- setup -----------------------------------------------------------------------------
     def _setup(self) -> None:
         from confluent_kafka import Consumer
@@ -169,7 +233,7 @@ class WireCopier:
         )
 
         req = self.request
-        consumer = Consumer(
+        self.consumer = consumer = Consumer(
             {
                 **CONSUMER_DEFAULTS,
                 **self.backend.client_config(
@@ -181,69 +245,61 @@ class WireCopier:
                 ),
             }
         )
-        try:
-            metadata = consumer.list_topics(timeout=self.timeout)
-            brokers = {b.id: (b.host, b.port) for b in metadata.brokers.values()}
-            source = metadata.topics.get(self.topic)
-            target = metadata.topics.get(self.target)
-            if source is None or source.error is not None or target is None or target.error:
-                raise Handover("a topic is missing")  # the library copier says which
-            self.source_leaders = {
-                p: brokers[m.leader] for p, m in source.partitions.items() if m.leader in brokers
-            }
-            self.target_leaders = {
-                p: brokers[m.leader] for p, m in target.partitions.items() if m.leader in brokers
-            }
-            if len(self.source_leaders) != len(source.partitions) or len(
-                self.target_leaders
-            ) != len(target.partitions):
-                raise Handover("a partition has no leader")
-            partitions = sorted(source.partitions)
-            if req.source.partition is not None:
-                if req.source.partition not in source.partitions:
-                    raise Handover("no such partition")
-                partitions = [req.source.partition]
-            self.route_for = self._routes(partitions, len(target.partitions))
-            self.txn_coordinator = self._coordinator(req.transactional_id, 1)
-            self._init_producer()
-            committed = committed_offsets(self.backend, consumer, req, partitions)
-            self.positions, self.ends = plan_positions(
-                req,
-                partitions,
-                committed,
-                lambda p: watermarks(self.backend, consumer, p, req),
-                self.report.warnings,
-            )
-            self.group_coordinator = self._coordinator(req.group, 0)
-        finally:
-            consumer.close()
+        self.topics = self._read_metadata()
+        source = self.topics.get(self.topic)
+        if source is None:
+            raise Handover("the source topic is missing")  # the library copier says so
+        if any(address is None for address in source):
+            raise Handover("a partition has no leader")
+        self.source_leaders = dict(enumerate(source))
+        partitions = sorted(self.source_leaders)
+        if req.source.partition is not None:
+            if req.source.partition not in self.source_leaders:
+                raise Handover("no such partition")
+            partitions = [req.source.partition]
+        self.takers = self._takers(partitions)
+        self.txn_coordinator = self._coordinator(req.transactional_id, 1)
+        self._init_producer()
+        committed = committed_offsets(self.backend, consumer, req, partitions)
+        self.positions, self.ends = plan_positions(
+            req,
+            partitions,
+            committed,
+            lambda p: watermarks(self.backend, consumer, p, req),
+            self.report.warnings,
+        )
+        self.group_coordinator = self._coordinator(req.group, 0)
         self.report.end_offsets = dict(self.ends)
         self.report.positions = dict(self.positions)
         self.report.remaining = self._remaining()
         self.active = {p for p, start in self.positions.items() if start < self.ends[p]}
         self.control.started(dict(self.positions), dict(self.ends))
 
-    def _routes(self, partitions: list[int], count: int) -> dict[int, int | KeyPartitioner]:
-        """Each source partition's target partition, or the partitioner by key."""
-        fixed = self.fixed
-        by_key = KeyPartitioner(count)
-        routes: dict[int, int | KeyPartitioner] = {}
-        self.target_partitions: list[int] = list(range(count))
+    def _takers(self, partitions: list[int]) -> dict[int, RecordTaker]:
+        """Each source partition's record taker."""
+        req = self.request
+        if req.raw_mapper is not None:
+            return {p: _RawTaker(self, p) for p in partitions}
+        fixed = req.fixed
+        assert fixed is not None
+        target = self.target_named(fixed.topic)
+        if target is None:
+            raise Handover("the target topic is missing")
+        count = len(target.leaders)
+        takers: dict[int, RecordTaker] = {}
         for p in partitions:
+            route: int | KeyPartitioner = target.by_key
             if fixed.partition is not None:
-                if fixed.partition >= count:
-                    raise Handover("no such target partition")  # the library copier warns
-                routes[p] = fixed.partition
-                self.target_partitions = [fixed.partition]
+                route = fixed.partition
             elif fixed.keep_partition:
-                if p >= count:
-                    raise Handover("no such target partition")
-                routes[p] = p
-            else:
-                routes[p] = by_key
-        if fixed.keep_partition and fixed.partition is None:
-            self.target_partitions = sorted(partitions)
-        return routes
+                route = p
+            if isinstance(route, int) and route >= count:
+                raise Handover("no such target partition")  # the library copier warns
+            header = None
+            if fixed.position_header is not None:
+                header = header_spec(fixed.position_header, f"kafka:{self.topic}/{p}@")
+            takers[p] = fixed_route(header, route, target.outs, partial(self.send, target))
+        return takers
 
     def _init_producer(self) -> None:
         req = self.request
@@ -275,7 +331,7 @@ class WireCopier:
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> tuple[CopyReport, str | None]:
         started = time.monotonic()
-        log.debug("copying over the wire: %s -> %s", self.topic, self.target)
+        log.debug("copying over the wire from %s", self.topic)
         try:
             self._setup()
             while self.active and not self.control.stopping() and not self.report.limited:
@@ -283,6 +339,9 @@ class WireCopier:
         except (Handover, Unsupported, WireError, OSError, struct.error) as why:
             self._abort()
             return self._finish(started), str(why)
+        except BaseException:
+            self._abort()
+            raise
         finally:
             self.close()
         report = self._finish(started)
@@ -297,19 +356,13 @@ class WireCopier:
         req = self.request
         self._begin()
         positions = dict(self.positions)
-        outs = [OutBatch() for _ in range(len(self.target_leaders))]
-        header = None
-        if self.fixed.position_header is not None:
-            header = {
-                p: header_spec(self.fixed.position_header, f"kafka:{self.topic}/{p}@")
-                for p in self.positions
-            }
-        copied = 0
+        tally = self.tally = BatchTally(positions)
+        counted = 0
         deadline = time.monotonic() + req.txn_seconds
         idle = 0
         blocked: str | None = None
-        while self.active and copied < req.txn_messages:
-            budget = self._budget(copied)
+        while self.active and counted < req.txn_messages:
+            budget = self._budget(counted)
             if budget <= 0:
                 self.report.limited = True
                 break
@@ -329,16 +382,13 @@ class WireCopier:
                     self.ends[p],
                     part.aborted,
                     self.read_committed,
-                    header[p] if header is not None else None,
-                    self.route_for[p],
-                    outs,
-                    self._full,
+                    self.takers[p],
                     budget,
                 )
                 if taken.position != positions[p]:
                     progressed = True
                 positions[p] = taken.position
-                copied += taken.copied
+                counted += taken.copied
                 budget -= taken.copied
                 if taken.unsupported is not None:
                     blocked = blocked or taken.unsupported
@@ -347,9 +397,10 @@ class WireCopier:
                 elif taken.done or (not part.records and taken.position >= readable):
                     self.active.discard(p)  # the end, or all there is to read now
                     progressed = True
-            for target, out in enumerate(outs):
-                if out.count:
-                    self._full(target, out)
+            for target in self.targets.values():
+                for partition, out in enumerate(target.outs):
+                    if out.count:
+                        self.send(target, partition, out)
             if progressed:
                 idle = 0
             else:
@@ -362,8 +413,16 @@ class WireCopier:
         self._settle()
         self._commit(positions)
         report = self.report
-        report.routed += copied
-        report.per_target[self.target] = report.per_target.get(self.target, 0) + copied
+        if req.fixed is not None and req.raw_mapper is None:
+            tally.routed = counted
+            tally.per_target[req.fixed.topic] = counted
+        report.routed += tally.routed
+        report.skipped += tally.skipped
+        report.kept += tally.kept
+        for topic, n in tally.per_target.items():
+            report.per_target[topic] = report.per_target.get(topic, 0) + n
+        for reason, n in tally.rejected.items():
+            report.rejected[reason] = report.rejected.get(reason, 0) + n
         self.positions = positions
         report.positions = dict(positions)
         report.remaining = self._remaining()
@@ -372,14 +431,14 @@ class WireCopier:
         if blocked is not None:
             raise Handover(blocked)
 
-    def _budget(self, copied: int) -> int:
-        """Records the next round may copy: what ``--limit`` leaves, and with ``--rate``
+    def _budget(self, counted: int) -> int:
+        """Records the next round may count: what ``--limit`` leaves, and with ``--rate``
         a tenth of a second's worth, waited for (each transaction stays near
         ``txn_seconds``, and progress is committed at that pace)."""
         req = self.request
         budget = 1 << 62
         if req.limit is not None:
-            budget = req.limit - self.report.routed - copied
+            budget = req.limit - self.report.routed - counted
         if self.bucket is not None and budget > 0:
             want = min(budget, max(1, int(self.bucket.rate // 10)))
             time.sleep(self.bucket.delay(want))
@@ -410,18 +469,20 @@ class WireCopier:
                     out[p] = part
         return out
 
-    def _full(self, target: int, out: OutBatch) -> None:
+    def send(self, target: _Target, partition: int, out: OutBatch) -> None:
         """Seal ``out`` and send it; ``out`` starts empty again."""
-        sequence = self.sequences[target]
-        self.sequences[target] = sequence + out.count
+        if not target.in_txn:
+            self._add_partitions(target)
+        key = (target.name, partition)
+        sequence = self.sequences[key]
+        self.sequences[key] = sequence + out.count
         batch = seal(out, self.producer_id, self.epoch, sequence)
-        conn = self._connection("produce", self.target_leaders[target])
-        timeout_ms = int(self.timeout * 1000)
+        conn = self._connection("produce", target.leaders[partition])
         make = partial(
             tw.encode_produce,
             transactional_id=self.request.transactional_id,
-            batches={self.target: {target: batch}},
-            timeout_ms=timeout_ms,
+            batches={target.name: {partition: batch}},
+            timeout_ms=int(self.timeout * 1000),
         )
         self.pending.append((conn, conn.send(make)))
         if len(self.pending) > 200:
@@ -432,11 +493,34 @@ class WireCopier:
         pending, self.pending = self.pending, []
         for conn, correlation in pending:
             conn.renew(self.timeout)
-            for (_topic, p), error in tw.decode_produce(conn.receive(correlation)).items():
+            for (topic, p), error in tw.decode_produce(conn.receive(correlation)).items():
                 if error in tw.FENCED:
                     raise _fenced()
                 if error not in (0, tw.DUPLICATE_SEQUENCE_NUMBER):
-                    raise Handover(f"Produce to partition {p}: {error_name(error)}")
+                    raise Handover(f"Produce to {topic}/{p}: {error_name(error)}")
+
+    # -- raw mappers -----------------------------------------------------------------------
+    def write(self, target: _Target, partition: int | None, record: Any, headers: Any) -> None:
+        """``record`` with ``headers`` to ``target`` (``partition`` None: by its key)."""
+        if partition is None or partition < 0 or partition >= len(target.leaders):
+            if partition is not None and partition >= len(target.leaders):
+                self._no_partition(target.name, partition)
+            key = record.key
+            partition = target.by_key.cache.get(key) if key is not None else None
+            if partition is None:
+                partition = target.by_key(key)
+        out = target.outs[partition]
+        if not append(out, record, headers):
+            self.send(target, partition, out)
+            append(out, record, headers)
+
+    def _no_partition(self, topic: str, partition: int) -> None:
+        if topic not in self.warned:
+            self.warned.add(topic)
+            self.report.warnings.append(
+                f"topic {topic!r} has no partition {partition}; such messages are "
+                "partitioned by key instead"
+            )
 
     # -- transaction steps -----------------------------------------------------------------
     def _txn_request(
@@ -458,17 +542,11 @@ class WireCopier:
     def _begin(self) -> None:
         req = self.request
         self.in_txn = True
-        self._txn_request(
-            "AddPartitionsToTxn",
-            partial(
-                tw.encode_add_partitions,
-                transactional_id=req.transactional_id,
-                producer_id=self.producer_id,
-                epoch=self.epoch,
-                topics={self.target: self.target_partitions},
-            ),
-            _worst,
-        )
+        for target in self.targets.values():
+            target.in_txn = False
+        if req.fixed is not None:  # its one target is known: added with the group
+            for target in self.targets.values():
+                self._add_partitions(target)
         self._txn_request(
             "AddOffsetsToTxn",
             partial(
@@ -480,6 +558,23 @@ class WireCopier:
             ),
             tw.decode_error,
         )
+
+    def _add_partitions(self, target: _Target) -> None:
+        """All partitions of ``target`` into the open transaction (before the first
+        Produce to any of them)."""
+        req = self.request
+        self._txn_request(
+            "AddPartitionsToTxn",
+            partial(
+                tw.encode_add_partitions,
+                transactional_id=req.transactional_id,
+                producer_id=self.producer_id,
+                epoch=self.epoch,
+                topics={target.name: list(range(len(target.leaders)))},
+            ),
+            _worst,
+        )
+        target.in_txn = True
 
     def _commit(self, positions: dict[int, int]) -> None:
         req = self.request
@@ -521,13 +616,13 @@ class WireCopier:
 
     def _abort(self) -> None:
         """Abort the open transaction if the coordinator answers; else the library
-        copier's ``init_transactions`` aborts it."""
+        copier's ``init_transactions`` (or a resumed job's) aborts it."""
         self.pending = []
         if not self.in_txn:
             return
         try:
             self._end(commit=False)
-        except (Handover, WireError, QctlError) as exc:
+        except (Handover, WireError, QctlError, OSError, struct.error) as exc:
             log.debug("aborting over the wire failed: %s", exc)
         self.in_txn = False
 
@@ -535,6 +630,110 @@ class WireCopier:
         for conn in self.connections.values():
             conn.sock.close()
         self.connections.clear()
+        if self.consumer is not None:
+            try:
+                self.consumer.close()
+            except Exception:  # closing must not mask the result
+                log.debug("closing the consumer failed", exc_info=True)
+            self.consumer = None
+
+
+class _RawTaker:
+    """The record taker of a raw mapper (a redrive's routing from raw headers): each
+    record is routed, skipped, kept (written back to the end of its own partition) or
+    rejected (kept, and counted by reason), as the library copier does it."""
+
+    def __init__(self, copier: WireCopier, partition: int) -> None:
+        self.copier = copier
+        self.partition = partition
+        assert copier.request.raw_mapper is not None
+        self.decide = copier.request.raw_mapper
+
+    def __call__(self, batch: bytes, position: int, end: int, limit: int) -> tuple[int, int | None]:
+        copier = self.copier
+        tally = copier.tally
+        decide = self.decide
+        p = self.partition
+        source = copier.topic
+        targets = copier.targets
+        write = copier.write
+        per_target = tally.per_target
+        routed = 0
+        #: Routed records counted by topic in runs (one topic, mostly).
+        last_topic: str | None = None
+        last_count = 0
+        stopped_at: int | None = None
+        for record in records_of(batch):
+            offset = record.offset
+            if offset < position:
+                continue
+            if offset >= end:
+                break
+            if routed >= limit:
+                stopped_at = offset
+                break
+            headers = record.headers
+            decision = decide(headers, p, offset)
+            if type(decision) is RawRoute:
+                topic = decision.topic
+                target = targets.get(topic) or copier.target_named(topic)
+                if target is None:
+                    if copier.request.on_missing_topic != "keep":
+                        raise NotFoundError(
+                            f"target topic {topic!r} does not exist on kafka at "
+                            f"{copier.backend.bootstrap}",
+                            "create it, or give another target with --to",
+                        )
+                    decision = Rejected(missing_topic(topic))
+                else:
+                    if decision.headers is not None:
+                        headers = decision.headers
+                    partition = decision.partition
+                    if partition is None:  # by key, inline: the usual case
+                        key = record.key
+                        partition = target.by_key.cache.get(key) if key is not None else None
+                        if partition is None:
+                            partition = target.by_key(key)
+                        out = target.outs[partition]
+                        builder = out.builder
+                        if builder is None:
+                            builder = out.builder = new_builder()
+                        ts = record.timestamp
+                        if builder.append(out.count, ts, key, record.value, headers) is None:
+                            copier.send(target, partition, out)
+                            append(out, record, headers)
+                        else:
+                            out.count += 1
+                    else:
+                        write(target, partition, record, headers)
+                    routed += 1
+                    if topic == last_topic:
+                        last_count += 1
+                    else:
+                        if last_topic is not None:
+                            per_target[last_topic] = per_target.get(last_topic, 0) + last_count
+                        last_topic, last_count = topic, 1
+                    continue
+            if type(decision) is Rejected:
+                tally.rejected[decision.reason] = tally.rejected.get(decision.reason, 0) + 1
+                decision = KEEP
+            if decision == SKIP:
+                tally.skipped += 1
+            else:  # KEEP: back to the end of its own partition, unchanged
+                own = copier.target_named(source)
+                assert own is not None
+                write(own, p, record, headers)
+                tally.kept += 1
+        if last_topic is not None:
+            per_target[last_topic] = per_target.get(last_topic, 0) + last_count
+        tally.routed += routed
+        return routed, stopped_at
+
+
+def _import_codec() -> None:
+    import importlib
+
+    importlib.import_module("aiokafka.record.default_records")
 
 
 def _worst(payload: bytes) -> int:
