@@ -103,8 +103,9 @@ def test_rabbitmq_restart_mid_redrive_loses_nothing(
     assert set(got) == set(range(10_000))
 
 
+@pytest.mark.parametrize("workers", ["1", "3"], ids=["one-process", "worker-processes"])
 def test_kafka_restart_mid_redrive_is_still_exactly_once(
-    private_brokers: PrivateBrokers, topics: KafkaTopics, unique: str
+    private_brokers: PrivateBrokers, topics: KafkaTopics, unique: str, workers: str
 ) -> None:
     bootstrap = private_brokers.kafka_bootstrap
     origin = topics.make(unique)
@@ -119,7 +120,7 @@ def test_kafka_restart_mid_redrive_is_still_exactly_once(
         "--yes",
         "--timeout",
         "20",
-        env=private_brokers.qctl_env(),
+        env={**private_brokers.qctl_env(), "QCTL_KAFKA_COPY_WORKERS": workers},
     )
     wait_for(lambda: kafka_end(bootstrap, origin) > 500)
     private_brokers.brokers("restart", "kafka")

@@ -86,9 +86,12 @@ def test_list_inspect_and_peek_change_nothing(kafka: str, topics: KafkaTopics, u
     assert group_lag(kafka, f"qctl.dlq.{dlq}") == {}
 
 
+@pytest.mark.parametrize("workers", ["1", "3"], ids=["one-process", "worker-processes"])
 def test_redrive_is_exactly_once_across_kill_9_and_resume(
-    kafka: str, topics: KafkaTopics, unique: str
+    kafka: str, topics: KafkaTopics, unique: str, workers: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """In one process, and split over worker processes (one per partition)."""
+    monkeypatch.setenv("QCTL_KAFKA_COPY_WORKERS", workers)
     origin = topics.make(unique)
     dlq = topics.make(f"{unique}.dlq")
     fill_kafka(kafka, dlq, 10_000, lambda i: qctl_dead_letter(origin, i, i % 3), lambda i: i % 3)
@@ -205,9 +208,11 @@ def test_drain_redrive_from_file_and_purge(
     assert low == 30  # the records are gone, not only skipped
 
 
+@pytest.mark.parametrize("workers", ["1", "2"], ids=["one-process", "worker-processes"])
 def test_ctrl_c_stops_cleanly_and_resume_finishes(
-    kafka: str, topics: KafkaTopics, unique: str
+    kafka: str, topics: KafkaTopics, unique: str, workers: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("QCTL_KAFKA_COPY_WORKERS", workers)
     origin = topics.make(unique)
     dlq = topics.make(f"{unique}.dlq")
     fill_kafka(kafka, dlq, 3000, lambda i: qctl_dead_letter(origin, i))

@@ -139,7 +139,9 @@ def written(kafka: str, topic: str) -> Counter[tuple[Any, ...]]:
     )
 
 
-@pytest.mark.parametrize("kind", ["plain", "gzip", "transactions", "keep-partition"])
+@pytest.mark.parametrize(
+    "kind", ["plain", "gzip", "transactions", "keep-partition", "plain-in-workers"]
+)
 def test_the_wire_copy_writes_what_librdkafka_writes(
     backend: KafkaBackend,
     kafka: str,
@@ -149,6 +151,8 @@ def test_the_wire_copy_writes_what_librdkafka_writes(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    if kind == "plain-in-workers":
+        monkeypatch.setenv("QCTL_KAFKA_COPY_WORKERS", "3")
     source = make_topic(admin, f"{unique}-src")
     if kind == "transactions":
         fill_transactions(kafka, source, unique)
@@ -162,6 +166,7 @@ def test_the_wire_copy_writes_what_librdkafka_writes(
     with caplog.at_level(logging.DEBUG, logger="qctl.backends.kafka"):
         report = replay(backend, source, by_wire, monkeypatch, wire=True, keep_partition=keep)
     assert "copying over the wire" in caplog.text
+    assert ("worker processes" in caplog.text) == (kind == "plain-in-workers")
     assert "continues through librdkafka" not in caplog.text
     assert report.routed == expected and report.remaining == 0
     library = replay(backend, source, by_library, monkeypatch, wire=False, keep_partition=keep)

@@ -32,13 +32,23 @@ def plain(i: int) -> list[tuple[str, bytes]]:
 
 
 @pytest.mark.kafka
-@pytest.mark.parametrize("wire", ["1", "0"], ids=["wire-copier", "librdkafka-copier"])
+@pytest.mark.parametrize(
+    ("wire", "workers"),
+    [("1", "1"), ("1", "3"), ("0", "1")],
+    ids=["wire-copier", "wire-copier-workers", "librdkafka-copier"],
+)
 def test_kafka_replay_is_exactly_once_across_kill_9(
-    kafka: str, topics: KafkaTopics, unique: str, wire: str, monkeypatch: pytest.MonkeyPatch
+    kafka: str,
+    topics: KafkaTopics,
+    unique: str,
+    wire: str,
+    workers: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Both copiers: qctl's own protocol client (the default for a plain replay) and
-    librdkafka's transactional producer."""
+    """Both copiers: qctl's own protocol client (the default for a plain replay; in one
+    process, and in worker processes) and librdkafka's transactional producer."""
     monkeypatch.setenv("QCTL_KAFKA_WIRE_COPY", wire)
+    monkeypatch.setenv("QCTL_KAFKA_COPY_WORKERS", workers)
     source = topics.make(unique)
     target = topics.make(f"{unique}-copy")
     fill_kafka(kafka, source, 10_000, plain)

@@ -31,6 +31,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -80,7 +81,7 @@ ENV_SWITCH = "QCTL_KAFKA_WIRE_COPY"
 #: Bytes asked per Fetch, and per partition.
 FETCH_BYTES = 32 * 1024 * 1024
 PARTITION_FETCH_BYTES = 8 * 1024 * 1024
-_TRANSACTION_TIMEOUT_MS = 60_000
+TRANSACTION_TIMEOUT_MS = 60_000
 _RETRY_PAUSE = 0.02
 
 
@@ -151,7 +152,8 @@ class WireCopier:
         self.tally = BatchTally({})
         # The record codec's package imports all of aiokafka (a second here): in the
         # background, while the setup waits for the brokers.
-        threading.Thread(target=_import_codec, name="qctl-import", daemon=True).start()
+        self.codec_import = threading.Thread(target=_import_codec, name="qctl-import", daemon=True)
+        self.codec_import.start()
         self.bucket: TokenBucket | None = None
         if request.rate:
             from qctl.ratelimit import TokenBucket
@@ -210,7 +212,8 @@ class WireCopier:
         found = self.targets.get(name)
         if found is not None or name in self.missing:
             return found
-        if time.monotonic() - self.metadata_read > 1.0 or not self.targets:
+        stale = time.monotonic() - self.metadata_read > 1.0 or not self.targets
+        if stale and self.consumer is not None:  # a worker keeps the parent's listing
             self.topics = self._read_metadata()
         leaders = self.topics.get(name)
         if leaders is None:
@@ -258,6 +261,7 @@ class WireCopier:
                 raise Handover("no such partition")
             partitions = [req.source.partition]
         self.takers = self._takers(partitions)
+        self._fence_workers()
         self.txn_coordinator = self._coordinator(req.transactional_id, 1)
         self._init_producer()
         committed = committed_offsets(self.backend, consumer, req, partitions)
@@ -302,38 +306,104 @@ class WireCopier:
         return takers
 
     def _init_producer(self) -> None:
-        req = self.request
-        deadline = time.monotonic() + self.timeout + _TRANSACTION_TIMEOUT_MS / 1000
+        transactional_id = self.request.transactional_id
+        self.producer_id, self.epoch, self.txn_coordinator = self._producer_id(
+            transactional_id, self.txn_coordinator
+        )
+        self.sequences.clear()
+
+    def _producer_id(
+        self, transactional_id: str, coordinator: tuple[str, int]
+    ) -> tuple[int, int, tuple[str, int]]:
+        """InitProducerId: (producer id, epoch, the coordinator that answered). Fences
+        the id's earlier producers and aborts their open transaction."""
+        deadline = time.monotonic() + self.timeout + TRANSACTION_TIMEOUT_MS / 1000
         while True:
             answer = self._call(
                 "txn",
-                self.txn_coordinator,
+                coordinator,
                 partial(
                     tw.encode_init_producer_id,
-                    transactional_id=req.transactional_id,
-                    timeout_ms=_TRANSACTION_TIMEOUT_MS,
+                    transactional_id=transactional_id,
+                    timeout_ms=TRANSACTION_TIMEOUT_MS,
                 ),
             )
             found = tw.decode_init_producer_id(answer)
             if found.error == 0:
-                self.producer_id, self.epoch = found.producer_id, found.epoch
-                self.sequences.clear()
-                return
+                return found.producer_id, found.epoch, coordinator
             if found.error not in tw.RETRY or time.monotonic() >= deadline:
                 raise Handover(f"InitProducerId: {error_name(found.error)}")
             if found.error == tw.NOT_COORDINATOR:
-                self.txn_coordinator = self._coordinator(req.transactional_id, 1)
+                coordinator = self._coordinator(transactional_id, 1)
             time.sleep(_RETRY_PAUSE)
+
+    def _fence_workers_retrying(self) -> None:
+        """``_fence_workers`` through a broker restart (connections refused for a
+        while); a resumable error if the brokers stay away."""
+        deadline = time.monotonic() + self.timeout + 30
+        while True:
+            try:
+                self._fence_workers()
+                return
+            except (Handover, WireError, OSError, struct.error) as exc:
+                if time.monotonic() >= deadline:
+                    raise QctlError(
+                        f"kafka at {self.backend.bootstrap} did not let the copy close "
+                        f"its workers' transactions: {exc}",
+                        "check that the cluster is up, then resume the job; nothing "
+                        "uncommitted is kept",
+                    ) from None
+                log.debug("fencing the workers: %s; trying again", exc)
+                time.sleep(0.5)
+            finally:
+                self.close()
+
+    def _fence_workers(self) -> None:
+        """Fence the producers a run of this job may have had in worker processes, so
+        no open transaction of a killed worker holds the group's offsets."""
+        from qctl.backends.kafka.copyworkers import MAX_WORKERS, worker_id
+
+        for index in range(MAX_WORKERS):
+            name = worker_id(self.request.transactional_id, index)
+            self._producer_id(name, self._coordinator(name, 1))
 
     def _remaining(self) -> int:
         return sum(max(self.ends[p] - self.positions.get(p, self.ends[p]), 0) for p in self.ends)
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> tuple[CopyReport, str | None]:
+        """The copy: the report, and why it handed over (None when it did not)."""
+        from qctl.backends.kafka.copyworkers import plan_shares, run_workers
+
         started = time.monotonic()
         log.debug("copying over the wire from %s", self.topic)
         try:
             self._setup()
+        except (Handover, Unsupported, WireError, OSError, struct.error) as why:
+            self.close()
+            return self._finish(started), str(why)
+        except BaseException:
+            self.close()
+            raise
+        left = {p: self.ends[p] - self.positions[p] for p in self.active}
+        shares = plan_shares(left, self.request.limit is not None)
+        if len(shares) < 2:
+            return self.run_transactions(started)
+        log.debug("copying in %d worker processes: %s", len(shares), shares)
+        outcome = run_workers(self, shares, self.control)
+        if outcome.error is not None:
+            raise outcome.error
+        if outcome.handover is not None:
+            # A worker whose abort did not reach the broker left its transaction open:
+            # librdkafka's copier fences only the job's own id, so fence the workers'.
+            self._fence_workers_retrying()
+        outcome.report.elapsed = time.monotonic() - started
+        return outcome.report, outcome.handover
+
+    def run_transactions(self, started: float | None = None) -> tuple[CopyReport, str | None]:
+        """Transactions until the end, the limit or a stop; then as ``run``."""
+        started = time.monotonic() if started is None else started
+        try:
             while self.active and not self.control.stopping() and not self.report.limited:
                 self._transaction()
         except (Handover, Unsupported, WireError, OSError, struct.error) as why:
@@ -347,6 +417,28 @@ class WireCopier:
         report = self._finish(started)
         report.stopped = bool(self.active) and not report.limited
         return report, None
+
+    def become_worker(
+        self, transactional_id: str, share: set[int], control: CopyControl, workers: int
+    ) -> None:
+        """In a forked worker: copy ``share`` of the partitions with a producer of its
+        own. The plan and the metadata are the parent's; no librdkafka client is used."""
+        from qctl.ratelimit import TokenBucket
+
+        self.request = replace(self.request, transactional_id=transactional_id)
+        self.control = control
+        self.active &= share
+        self.positions = {p: o for p, o in self.positions.items() if p in share}
+        self.report = CopyReport(
+            positions=dict(self.positions),
+            end_offsets={p: e for p, e in self.ends.items() if p in share},
+        )
+        self.ends = dict(self.report.end_offsets)
+        self.report.remaining = self._remaining()
+        if self.request.rate:
+            self.bucket = TokenBucket(self.request.rate / workers)
+        self.txn_coordinator = self._coordinator(transactional_id, 1)
+        self._init_producer()
 
     def _finish(self, started: float) -> CopyReport:
         self.report.elapsed = time.monotonic() - started
