@@ -346,13 +346,7 @@ class _Copier:
                 self._abort()
                 raise translate(exc, self.backend.bootstrap, "copy transactionally in") from exc
         report = self.report
-        report.routed += batch.routed
-        report.skipped += batch.skipped
-        report.kept += batch.kept
-        for topic, n in batch.per_target.items():
-            report.per_target[topic] = report.per_target.get(topic, 0) + n
-        for topic, n in batch.rejected.items():
-            report.rejected[topic] = report.rejected.get(topic, 0) + n
+        batch.add_to(report)
         self.positions = batch.positions
         report.positions = dict(self.positions)
         report.remaining = self._remaining(self.positions)
@@ -959,3 +953,13 @@ class BatchTally:
         self.kept = 0
         self.per_target: dict[str, int] = {}
         self.rejected: dict[str, int] = {}
+
+    def add_to(self, report: CopyProgress) -> None:
+        """Count this committed transaction in ``report``."""
+        report.routed += self.routed
+        report.skipped += self.skipped
+        report.kept += self.kept
+        for topic, n in self.per_target.items():
+            report.per_target[topic] = report.per_target.get(topic, 0) + n
+        for reason, n in self.rejected.items():
+            report.rejected[reason] = report.rejected.get(reason, 0) + n

@@ -508,13 +508,7 @@ class WireCopier:
         if req.fixed is not None and req.raw_mapper is None:
             tally.routed = counted
             tally.per_target[req.fixed.topic] = counted
-        report.routed += tally.routed
-        report.skipped += tally.skipped
-        report.kept += tally.kept
-        for topic, n in tally.per_target.items():
-            report.per_target[topic] = report.per_target.get(topic, 0) + n
-        for reason, n in tally.rejected.items():
-            report.rejected[reason] = report.rejected.get(reason, 0) + n
+        tally.add_to(report)
         self.positions = positions
         report.positions = dict(positions)
         report.remaining = self._remaining()
