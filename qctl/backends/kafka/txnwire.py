@@ -55,6 +55,9 @@ INVALID_PRODUCER_EPOCH = 47
 CONCURRENT_TRANSACTIONS = 51
 OPERATION_NOT_ATTEMPTED = 55
 PRODUCER_FENCED = 90
+#: Produce errors that may pass (a new leader not ready yet, replicas catching up, a
+#: slow disk): the transaction is done again.
+PRODUCE_AGAIN = frozenset({6, 7, 19, 20})
 #: Errors that mean another producer took over the transactional id.
 FENCED = frozenset({INVALID_PRODUCER_EPOCH, PRODUCER_FENCED})
 #: Errors a coordinator answers while it is busy or moving: ask again (the coordinator

@@ -85,6 +85,10 @@ TRANSACTION_TIMEOUT_MS = 60_000
 _RETRY_PAUSE = 0.02
 
 
+class _Again(Exception):
+    """The transaction must be aborted and done again."""
+
+
 class Handover(Exception):
     """The copy leaves the plain path: the library copier continues from the last
     committed transaction."""
@@ -110,7 +114,8 @@ class _Target:
         self.leaders = leaders
         self.outs = [OutBatch() for _ in leaders]
         self.by_key = KeyPartitioner(len(leaders))
-        self.in_txn = False
+        #: Partitions the open transaction has (and will write a marker to).
+        self.added: set[int] = set()
 
 
 class WireCopier:
@@ -403,9 +408,17 @@ class WireCopier:
     def run_transactions(self, started: float | None = None) -> tuple[CopyReport, str | None]:
         """Transactions until the end, the limit or a stop; then as ``run``."""
         started = time.monotonic() if started is None else started
+        attempts = 0
         try:
             while self.active and not self.control.stopping() and not self.report.limited:
-                self._transaction()
+                try:
+                    self._transaction()
+                    attempts = 0
+                except _Again as why:
+                    attempts += 1
+                    if attempts >= 3:
+                        raise Handover(str(why)) from None
+                    self._redo(attempts)
         except (Handover, Unsupported, WireError, OSError, struct.error) as why:
             self._abort()
             return self._finish(started), str(why)
@@ -417,6 +430,26 @@ class WireCopier:
         report = self._finish(started)
         report.stopped = bool(self.active) and not report.limited
         return report, None
+
+    def _redo(self, attempt: int) -> None:
+        """After a refused Produce a broker may accept again soon (a leader not ready
+        yet, too few replicas for a moment): abort, start a new epoch (sequences from
+        0), read the leaders again, and do the transaction again from its start."""
+        log.debug("a transaction is done again (attempt %d)", attempt + 1)
+        self._abort()
+        time.sleep(0.2 * attempt)
+        if self.consumer is not None:  # a worker keeps the parent's listing
+            self.topics = self._read_metadata()
+            for name, target in self.targets.items():
+                leaders = self.topics.get(name)
+                if leaders is None or len(leaders) != len(target.leaders) or None in leaders:
+                    raise Handover(f"the partitions of {name!r} changed")
+                target.leaders = leaders
+        for target in self.targets.values():
+            target.outs = [OutBatch() for _ in target.leaders]
+            target.added.clear()
+        self.active = {p for p, at in self.positions.items() if at < self.ends[p]}
+        self._init_producer()
 
     def become_worker(
         self, transactional_id: str, share: set[int], control: CopyControl, workers: int
@@ -489,10 +522,14 @@ class WireCopier:
                 elif taken.done or (not part.records and taken.position >= readable):
                     self.active.discard(p)  # the end, or all there is to read now
                     progressed = True
+            filled = {
+                target.name: [p for p, out in enumerate(target.outs) if out.count]
+                for target in self.targets.values()
+            }
+            self._add_partitions(filled)  # in one request, before the Produce requests
             for target in self.targets.values():
-                for partition, out in enumerate(target.outs):
-                    if out.count:
-                        self.send(target, partition, out)
+                for partition in filled[target.name]:
+                    self.send(target, partition, target.outs[partition])
             if progressed:
                 idle = 0
             else:
@@ -557,8 +594,8 @@ class WireCopier:
 
     def send(self, target: _Target, partition: int, out: OutBatch) -> None:
         """Seal ``out`` and send it; ``out`` starts empty again."""
-        if not target.in_txn:
-            self._add_partitions(target)
+        if partition not in target.added:
+            self._add_partitions({target.name: [partition]})
         key = (target.name, partition)
         sequence = self.sequences[key]
         self.sequences[key] = sequence + out.count
@@ -575,15 +612,24 @@ class WireCopier:
             self._settle()
 
     def _settle(self) -> None:
-        """Read the answers of the Produce requests sent; any error hands over."""
+        """Read the answers of the Produce requests sent; a refusal means the
+        transaction is done again (``_Again``) or handed over."""
         pending, self.pending = self.pending, []
-        for conn, correlation in pending:
+        refused: list[tuple[str, int, int]] = []
+        for conn, correlation in pending:  # every answer: the connections stay in step
             conn.renew(self.timeout)
             for (topic, p), error in tw.decode_produce(conn.receive(correlation)).items():
-                if error in tw.FENCED:
-                    raise _fenced()
                 if error not in (0, tw.DUPLICATE_SEQUENCE_NUMBER):
-                    raise Handover(f"Produce to {topic}/{p}: {error_name(error)}")
+                    refused.append((topic, p, error))
+        if not refused:
+            return
+        topic, p, error = refused[0]
+        if any(e in tw.FENCED for _t, _p, e in refused):
+            raise _fenced()
+        what = f"Produce to {topic}/{p}: {error_name(error)}"
+        if all(e in tw.PRODUCE_AGAIN for _t, _p, e in refused):
+            raise _Again(what)
+        raise Handover(what)
 
     # -- raw mappers -----------------------------------------------------------------------
     def write(self, target: _Target, partition: int | None, record: Any, headers: Any) -> None:
@@ -629,10 +675,7 @@ class WireCopier:
         req = self.request
         self.in_txn = True
         for target in self.targets.values():
-            target.in_txn = False
-        if req.fixed is not None:  # its one target is known: added with the group
-            for target in self.targets.values():
-                self._add_partitions(target)
+            target.added.clear()
         self._txn_request(
             "AddOffsetsToTxn",
             partial(
@@ -645,10 +688,20 @@ class WireCopier:
             tw.decode_error,
         )
 
-    def _add_partitions(self, target: _Target) -> None:
-        """All partitions of ``target`` into the open transaction (before the first
-        Produce to any of them)."""
+    def _add_partitions(self, wanted: dict[str, list[int]]) -> None:
+        """The partitions of ``wanted`` the open transaction does not have yet, into it
+        (before the first Produce to them). Only partitions written to are added, as
+        librdkafka does: the commit writes a marker into each, and a marker with no
+        message before it would leave consumers' committed offsets one short of the
+        end."""
         req = self.request
+        missing = {
+            name: [p for p in partitions if p not in self.targets[name].added]
+            for name, partitions in wanted.items()
+        }
+        missing = {name: partitions for name, partitions in missing.items() if partitions}
+        if not missing:
+            return
         self._txn_request(
             "AddPartitionsToTxn",
             partial(
@@ -656,11 +709,12 @@ class WireCopier:
                 transactional_id=req.transactional_id,
                 producer_id=self.producer_id,
                 epoch=self.epoch,
-                topics={target.name: list(range(len(target.leaders)))},
+                topics=missing,
             ),
             _worst,
         )
-        target.in_txn = True
+        for name, partitions in missing.items():
+            self.targets[name].added.update(partitions)
 
     def _commit(self, positions: dict[int, int]) -> None:
         req = self.request
