@@ -674,11 +674,7 @@ class _Copier:
                 topic = decision.topic
                 if topic not in topics and not self._exists(topic):
                     if req.on_missing_topic != "keep":
-                        raise NotFoundError(
-                            f"target topic {topic!r} does not exist on kafka at "
-                            f"{self.backend.bootstrap}",
-                            "create it, or give another target with --to",
-                        )
+                        raise no_target(topic, self.backend.bootstrap)
                     reason = missing_topic(topic)
                     batch.rejected[reason] = batch.rejected.get(reason, 0) + 1
                     decision = KEEP
@@ -750,11 +746,7 @@ class _Copier:
             decision = KEEP
         if isinstance(decision, CopyRoute) and not self._exists(decision.topic):
             if req.on_missing_topic != "keep":
-                raise NotFoundError(
-                    f"target topic {decision.topic!r} does not exist on kafka at "
-                    f"{self.backend.bootstrap}",
-                    "create it, or give another target with --to",
-                )
+                raise no_target(decision.topic, self.backend.bootstrap)
             reason = missing_topic(decision.topic)
             batch.rejected[reason] = batch.rejected.get(reason, 0) + 1
             decision = KEEP
@@ -935,6 +927,14 @@ def _summed(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
     for key, n in b.items():
         out[key] = out.get(key, 0) + n
     return out
+
+
+def no_target(topic: str, bootstrap: str) -> NotFoundError:
+    """The error of a route to a topic that does not exist (``on_missing_topic="fail"``)."""
+    return NotFoundError(
+        f"target topic {topic!r} does not exist on kafka at {bootstrap}",
+        "create it, or give another target with --to",
+    )
 
 
 def missing_topic(topic: str) -> str:

@@ -59,7 +59,7 @@ from qctl.backends.kafka.batchcopy import (
     seal,
 )
 from qctl.backends.kafka.fetchts import decode_fetch_response, encode_fetch_request
-from qctl.backends.kafka.transactions import BatchTally, missing_topic
+from qctl.backends.kafka.transactions import BatchTally, missing_topic, no_target
 from qctl.backends.kafka.wire import (
     Probe,
     WireError,
@@ -67,7 +67,7 @@ from qctl.backends.kafka.wire import (
     encode_find_coordinator_request,
     error_name,
 )
-from qctl.errors import NotFoundError, QctlError
+from qctl.errors import QctlError
 
 if TYPE_CHECKING:
     from qctl.backends.kafka.transactions import KafkaTransactions
@@ -819,11 +819,7 @@ class _RawTaker:
                 target = targets.get(topic) or copier.target_named(topic)
                 if target is None:
                     if copier.request.on_missing_topic != "keep":
-                        raise NotFoundError(
-                            f"target topic {topic!r} does not exist on kafka at "
-                            f"{copier.backend.bootstrap}",
-                            "create it, or give another target with --to",
-                        )
+                        raise no_target(topic, copier.backend.bootstrap)
                     decision = Rejected(missing_topic(topic))
                 else:
                     if decision.headers is not None:
