@@ -655,6 +655,17 @@ class WireCopier:
             )
 
     # -- transaction steps -----------------------------------------------------------------
+    def _in_txn(self, encode: Callable[..., bytes], **fields: Any) -> Callable[[int], bytes]:
+        """A request maker of the open transaction: ``encode`` with this producer's
+        transactional id, producer id and epoch."""
+        return partial(
+            encode,
+            transactional_id=self.request.transactional_id,
+            producer_id=self.producer_id,
+            epoch=self.epoch,
+            **fields,
+        )
+
     def _txn_request(
         self, what: str, make: Callable[[int], bytes], decode: Callable[[bytes], int]
     ) -> None:
@@ -678,11 +689,8 @@ class WireCopier:
             target.added.clear()
         self._txn_request(
             "AddOffsetsToTxn",
-            partial(
+            self._in_txn(
                 tw.encode_add_offsets,
-                transactional_id=req.transactional_id,
-                producer_id=self.producer_id,
-                epoch=self.epoch,
                 group_id=req.group,
             ),
             tw.decode_error,
@@ -694,7 +702,6 @@ class WireCopier:
         librdkafka does: the commit writes a marker into each, and a marker with no
         message before it would leave consumers' committed offsets one short of the
         end."""
-        req = self.request
         missing = {
             name: [p for p in partitions if p not in self.targets[name].added]
             for name, partitions in wanted.items()
@@ -704,11 +711,8 @@ class WireCopier:
             return
         self._txn_request(
             "AddPartitionsToTxn",
-            partial(
+            self._in_txn(
                 tw.encode_add_partitions,
-                transactional_id=req.transactional_id,
-                producer_id=self.producer_id,
-                epoch=self.epoch,
                 topics=missing,
             ),
             _worst,
@@ -723,12 +727,9 @@ class WireCopier:
             answer = self._call(
                 "group",
                 self.group_coordinator,
-                partial(
+                self._in_txn(
                     tw.encode_txn_offset_commit,
-                    transactional_id=req.transactional_id,
                     group_id=req.group,
-                    producer_id=self.producer_id,
-                    epoch=self.epoch,
                     offsets={self.topic: changed},
                 ),
             )
@@ -740,14 +741,10 @@ class WireCopier:
         self._end(commit=True)
 
     def _end(self, commit: bool) -> None:
-        req = self.request
         self._txn_request(
             "EndTxn",
-            partial(
+            self._in_txn(
                 tw.encode_end_txn,
-                transactional_id=req.transactional_id,
-                producer_id=self.producer_id,
-                epoch=self.epoch,
                 commit=commit,
             ),
             tw.decode_error,
