@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka import TopicPartition as KTP
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
@@ -76,7 +76,14 @@ def lagging_group(kafka: str, unique: str) -> Iterator[tuple[str, str]]:
     assert producer.flush(10) == 0
     group = f"{unique}-g"
     consumer = Consumer({"bootstrap.servers": kafka, "group.id": group})
-    consumer.commit(offsets=[KTP(unique, 0, 5)], asynchronous=False)
+    for attempt in range(50):  # the group coordinator may still be loading after a start
+        try:
+            consumer.commit(offsets=[KTP(unique, 0, 5)], asynchronous=False)
+            break
+        except KafkaException as exc:
+            if attempt == 49 or not exc.args[0].retriable():
+                raise
+            time.sleep(0.2)
     consumer.close()
     yield unique, group
     admin.delete_topics([unique])[unique].result(15)
