@@ -1,5 +1,5 @@
-"""What the benchmarks share: qctl's bytecode, progress lines, kcat, alternating rounds,
-scratch Kafka topics."""
+"""What the benchmarks share: qctl's bytecode, progress lines, kcat, RabbitMQ PerfTest,
+alternating rounds, scratch Kafka topics."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+DEV = Path(os.environ.get("QCTL_DEV_DIR", REPO / ".dev"))
+PERF_TEST_VERSION = "2.22.1"
 
 
 def compile_qctl() -> None:
@@ -53,6 +55,45 @@ def ensure_kcat() -> str | None:
                 cmd, env=env, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
     return shutil.which("kcat")
+
+
+def ensure_perf_test() -> Path | None:
+    """The PerfTest jars (and their dependencies), resolved once with Maven."""
+    home = DEV / "perf-test"
+    libs = home / "libs"
+    if list(libs.glob(f"perf-test-{PERF_TEST_VERSION}.jar")):
+        return libs
+    if not shutil.which("mvn"):
+        say("Maven (mvn) not found: skipping PerfTest")
+        return None
+    say(f"resolving com.rabbitmq:perf-test:{PERF_TEST_VERSION} with Maven ...")
+    home.mkdir(parents=True, exist_ok=True)
+    pom = home / "pom.xml"
+    pom.write_text(
+        '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
+        "<groupId>local.bench</groupId><artifactId>perf-test-deps</artifactId><version>1</version>"
+        "<dependencies><dependency><groupId>com.rabbitmq</groupId><artifactId>perf-test</artifactId>"
+        f"<version>{PERF_TEST_VERSION}</version></dependency></dependencies></project>\n"
+    )
+    proc = subprocess.run(
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={libs}",
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        say(f"Maven could not resolve PerfTest: {proc.stdout[-800:]}{proc.stderr[-800:]}")
+        return None
+    return libs
 
 
 def median_rounds(rounds: int, runs: dict[str, Callable[[], float]]) -> dict[str, float]:

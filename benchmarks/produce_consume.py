@@ -46,11 +46,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common import compile_qctl, ensure_kcat, median_rounds, say
+from common import DEV, compile_qctl, ensure_kcat, ensure_perf_test, median_rounds, say
 
 REPO = Path(__file__).resolve().parent.parent
-DEV = Path(os.environ.get("QCTL_DEV_DIR", REPO / ".dev"))
-PERF_TEST_VERSION = "2.22.1"
 QCTL = [sys.executable, "-m", "qctl"]
 
 
@@ -98,45 +96,6 @@ def data_file(lines: int, size: int) -> Path:
             start = (i * 7919) % (len(block) - size)
             out.write(block[start : start + size] + b"\n")
     return path
-
-
-def ensure_perf_test() -> Path | None:
-    """The PerfTest jars (and their dependencies), resolved once with Maven."""
-    home = DEV / "perf-test"
-    libs = home / "libs"
-    if list(libs.glob(f"perf-test-{PERF_TEST_VERSION}.jar")):
-        return libs
-    if not shutil.which("mvn"):
-        say("Maven (mvn) not found: skipping PerfTest")
-        return None
-    say(f"resolving com.rabbitmq:perf-test:{PERF_TEST_VERSION} with Maven ...")
-    home.mkdir(parents=True, exist_ok=True)
-    pom = home / "pom.xml"
-    pom.write_text(
-        '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
-        "<groupId>local.bench</groupId><artifactId>perf-test-deps</artifactId><version>1</version>"
-        "<dependencies><dependency><groupId>com.rabbitmq</groupId><artifactId>perf-test</artifactId>"
-        f"<version>{PERF_TEST_VERSION}</version></dependency></dependencies></project>\n"
-    )
-    proc = subprocess.run(
-        [
-            "mvn",
-            "-q",
-            "-B",
-            "-f",
-            str(pom),
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={libs}",
-        ],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        say(f"Maven could not resolve PerfTest: {proc.stdout[-800:]}{proc.stderr[-800:]}")
-        return None
-    return libs
 
 
 # -- Kafka -----------------------------------------------------------------------------------

@@ -17,7 +17,10 @@ In one run, against the same brokers:
   confirm → ack; NAIVE_MESSAGES of them, it is slow) and versus a dynamic Shovel
   (``ack-mode: on-confirm``, ``src-delete-after: queue-length``: what the management
   UI's "move messages" does; the ``rabbitmq_shovel`` plugin is enabled when missing).
-  Targets: qctl >= 2x the naive loop and >= 10,000 msg/s.
+  Targets: qctl >= 2x the naive loop and >= 10,000 msg/s. For scale, the broker's own
+  ceiling: RabbitMQ PerfTest (resolved from Maven Central with Maven) publishing as
+  many persistent messages with confirms into a durable queue nobody reads, half of
+  the broker's work in a move.
 
 Each measurement runs ROUNDS times, alternating the tools; the median is reported.
 kcat comes from Debian (installed with apt-get when missing and run as root). What the
@@ -33,6 +36,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -44,7 +48,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common import KafkaScratch, compile_qctl, ensure_kcat, median_rounds, say
+from common import KafkaScratch, compile_qctl, ensure_kcat, ensure_perf_test, median_rounds, say
 
 REPO = Path(__file__).resolve().parent.parent
 QCTL = [sys.executable, "-m", "qctl"]
@@ -148,6 +152,7 @@ class Rabbit:
         self.prefix = f"bench-redrive-{uuid.uuid4().hex[:6]}"
         self.queues: list[str] = []
         self.exchanges: list[str] = []
+        self.made = 0
 
     def admin(self, action: Callable[[Any], object]) -> Any:
         conn = self.pika.BlockingConnection(self.params)
@@ -168,7 +173,8 @@ class Rabbit:
         """A DLQ of ``n`` messages, dead-lettered by the broker (or plain ones)."""
         from qctl.backends.rabbitmq.publisher import ConfirmingPublisher, Publication
 
-        k = len(self.queues)
+        self.made += 1
+        k = self.made
         dlq = self.queue(f"{self.prefix}-{k}.dlq")
         props = self.pika.BasicProperties(delivery_mode=2, content_type="application/json")
         if self.args.plain:
@@ -191,6 +197,13 @@ class Rabbit:
                 raise SystemExit("the DLQ did not fill up")
             time.sleep(0.2)
         return dlq
+
+    def drop_all(self) -> None:
+        """Delete what the last measurement made: the broker keeps a full queue's
+        messages in memory, which would slow every later round."""
+        self.cleanup()
+        self.queues.clear()
+        self.exchanges.clear()
 
     def cleanup(self) -> None:
         def drop(ch: Any) -> None:
@@ -291,6 +304,7 @@ def bench_rabbitmq(args: argparse.Namespace) -> list[tuple[str, float, str, floa
             env=env,
         )
         assert rabbit.count(target) >= n and rabbit.count(dlq) == 0
+        rabbit.drop_all()
         return n / elapsed
 
     def naive() -> float:
@@ -299,7 +313,9 @@ def bench_rabbitmq(args: argparse.Namespace) -> list[tuple[str, float, str, floa
         target = rabbit.queue(dlq + ".target")
         start = time.perf_counter()
         moved = naive_loop(rabbit.params, dlq, target)
-        return moved / (time.perf_counter() - start)
+        rate = moved / (time.perf_counter() - start)
+        rabbit.drop_all()
+        return rate
 
     def shovel() -> float:
         dlq = rabbit.fill_dlq(n)
@@ -331,7 +347,31 @@ def bench_rabbitmq(args: argparse.Namespace) -> list[tuple[str, float, str, floa
         management(
             args, "DELETE", f"/parameters/shovel/{quoted}/{urllib.parse.quote(name, safe='')}"
         )
+        rabbit.drop_all()
         return n / elapsed
+
+    libs = ensure_perf_test()
+
+    def publish_ceiling() -> float:
+        """What the broker takes at most: PerfTest publishing the same number of
+        persistent messages with confirms into a durable queue nobody reads (half of
+        a move's work for the broker)."""
+        assert libs is not None
+        rabbit.made += 1
+        q = rabbit.queue(f"{rabbit.prefix}-{rabbit.made}.ceiling")
+        java = [shutil.which("java") or "java", "-cp", f"{libs}/*", "com.rabbitmq.perf.PerfTest"]
+        flags = ["-x", "1", "-y", "0", "-u", q, "-p", "-f", "persistent", "-c", "1000"]
+        proc = subprocess.run(
+            [*java, "-h", args.amqp_url.rstrip("/"), *flags, "-s", str(args.size), "-C", str(n)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        rabbit.drop_all()
+        match = re.search(r"sending rate avg: (\d+) msg/s", proc.stdout)
+        if not match:
+            raise SystemExit(f"PerfTest printed no rate:\n{proc.stdout[-1500:]}{proc.stderr}")
+        return float(match.group(1))
 
     kind = "plain" if args.plain else "dead-lettered (x-death)"
     say(
@@ -341,6 +381,8 @@ def bench_rabbitmq(args: argparse.Namespace) -> list[tuple[str, float, str, floa
     runs: dict[str, Callable[[], float]] = {"qctl": qctl_redrive, "naive": naive}
     if ensure_shovel(args):
         runs["shovel"] = shovel
+    if libs is not None:
+        runs["ceiling"] = publish_ceiling
     try:
         rates = median_rounds(args.rounds, runs)
     finally:
@@ -356,6 +398,16 @@ def bench_rabbitmq(args: argparse.Namespace) -> list[tuple[str, float, str, floa
                 rates["qctl"],
                 "Shovel (on-confirm)",
                 rates["shovel"],
+                0.0,
+            )
+        )
+    if "ceiling" in rates:
+        rows.append(
+            (
+                f"rabbitmq redrive, {kind}",
+                rates["qctl"],
+                "PerfTest publish only",
+                rates["ceiling"],
                 0.0,
             )
         )

@@ -16,7 +16,7 @@ fixed when the job is created, so a resume finishes the same window.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -34,6 +34,7 @@ from qctl.backends.capabilities.transactions import (
     Rejected,
     SupportsTransactionalCopy,
 )
+from qctl.dlq import queue_redrive
 from qctl.dlq.access import BackendFor, Dlq, Window, read_messages
 from qctl.dlq.provenance import (
     H_ORIGINAL_PARTITION,
@@ -251,9 +252,30 @@ def run_dlq_job(job: Job, backend_for: BackendFor, run: JobRun, timeout: float) 
             return Route(sink, message, label)
 
     lanes = _lane_factory(backend_for, opts, timeout)
-    return _move(
+    first = None
+    if job.kind == "redrive" and queue_redrive.applies(dlq, rules, select, from_file):
+        first = queue_redrive.run(
+            dlq,
+            rules,
+            run,
+            window=opts.window,
+            limit=opts.limit,
+            rate=opts.rate,
+            timeout=timeout,
+            initial=_depth(dlq),
+        )
+        if first.handover is None:
+            result = queue_redrive.merged(first, None)
+            result.remaining = _depth(dlq)
+            return result
+        limit = None if opts.limit is None else max(opts.limit - first.moved, 0)
+        if limit == 0 or run.stop.is_set():
+            return queue_redrive.merged(first, None)
+        opts = replace(opts, limit=limit)
+    rest = _move(
         job, dlq, opts, run, decide, lanes, selective=not select.everything, timeout=timeout
     )
+    return rest if first is None else queue_redrive.merged(first, rest)
 
 
 def _lane_factory(

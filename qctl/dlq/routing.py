@@ -117,20 +117,30 @@ class RedriveRules:
     def redriven(self, message: Message, prov: Provenance, target: Target) -> Message:
         """The copy to publish: loop-guard headers, optional stripping, routing key."""
         out = message.copy()
-        wants_copy = self.copy_provenance or bool(self.strip_headers)
-        if wants_copy and prov.convention == X_DEATH and not _has_origin_headers(out):
-            for name, value in origin_headers(prov):
-                out.add_header(name, value)
+        for name, value in self.origin_copy(prov, _has_origin_headers(out)):
+            out.add_header(name, value)
         if self.strip_headers:
             out.remove_header(*self.strip_headers)
-        out.set_header(H_REDRIVE_COUNT, str(prov.redrive_count + 1))
-        out.set_header(H_REDRIVE_ID, self.job_id)
+        for name, value in self.guard(prov):
+            out.set_header(name, value)
         source = dict(out.source or {})
         source["routing_key"] = target.routing_key if target.routing_key is not None else ""
         out.source = source
         if out.properties is not None and target.ref.backend != "rabbitmq":
             out.properties = None
         return out
+
+    def origin_copy(self, prov: Provenance, has_origin_headers: bool) -> list[tuple[str, str]]:
+        """The ``qctl-original-*`` headers a redriven copy gains: the broker's death
+        headers are stripped or would not be kept, and the message has none yet."""
+        wants_copy = self.copy_provenance or bool(self.strip_headers)
+        if wants_copy and prov.convention == X_DEATH and not has_origin_headers:
+            return origin_headers(prov)
+        return []
+
+    def guard(self, prov: Provenance) -> list[tuple[str, str]]:
+        """The loop guard's headers of a redriven copy (they replace earlier ones)."""
+        return [(H_REDRIVE_COUNT, str(prov.redrive_count + 1)), (H_REDRIVE_ID, self.job_id)]
 
     def to_parking(self, message: Message) -> Message:
         out = message.copy()
@@ -141,10 +151,12 @@ class RedriveRules:
         return out
 
 
+#: Headers that record an origin in qctl's convention.
+ORIGIN_NAMES = (H_ORIGINAL_EXCHANGE, H_ORIGINAL_QUEUE, H_ORIGINAL_TOPIC)
+
+
 def _has_origin_headers(message: Message) -> bool:
-    return any(
-        message.has_header(h) for h in (H_ORIGINAL_EXCHANGE, H_ORIGINAL_QUEUE, H_ORIGINAL_TOPIC)
-    )
+    return any(message.has_header(h) for h in ORIGIN_NAMES)
 
 
 def _origin_key(prov: Provenance) -> str | None:

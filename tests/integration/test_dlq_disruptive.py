@@ -37,12 +37,14 @@ pytestmark = [
 ]
 
 
-def qctl(pair: PrivateBrokers, *args: str) -> subprocess.CompletedProcess[str]:
+def qctl(
+    pair: PrivateBrokers, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "qctl", *args],
         capture_output=True,
         text=True,
-        env={**os.environ, **pair.qctl_env()},
+        env={**os.environ, **pair.qctl_env(), **(env or {})},
         timeout=300,
         check=False,
     )
@@ -62,7 +64,9 @@ def topics(private_brokers: PrivateBrokers) -> Iterator[KafkaTopics]:
     made.cleanup()
 
 
-def finish(pair: PrivateBrokers, proc: subprocess.Popen[str]) -> None:
+def finish(
+    pair: PrivateBrokers, proc: subprocess.Popen[str], env: dict[str, str] | None = None
+) -> None:
     """The interrupted run ended either done (0) or resumable (1); resume if needed."""
     try:
         _out, err = proc.communicate(timeout=240)
@@ -73,13 +77,17 @@ def finish(pair: PrivateBrokers, proc: subprocess.Popen[str]) -> None:
     assert proc.returncode in (0, 1), err
     if proc.returncode == 1:
         assert "--resume" in err, err
-        resumed = qctl(pair, "dlq", "redrive", "--resume", only_job("redrive"), "--timeout", "20")
+        resumed = qctl(
+            pair, "dlq", "redrive", "--resume", only_job("redrive"), "--timeout", "20", env=env
+        )
         assert resumed.returncode == 0, resumed.stderr
 
 
+@pytest.mark.parametrize("loop", ["own-amqp-loop", "generic-mover"])
 def test_rabbitmq_restart_mid_redrive_loses_nothing(
-    private_brokers: PrivateBrokers, rabbit: RabbitSetup
+    private_brokers: PrivateBrokers, rabbit: RabbitSetup, loop: str
 ) -> None:
+    env = {"QCTL_RABBITMQ_WIRE_MOVE": "0" if loop == "generic-mover" else "1"}
     names = rabbit.pipeline()
     target = rabbit.queue(f"{rabbit.prefix}.target")
     rabbit.dead_letter_by_expiry(10_000)
@@ -93,11 +101,11 @@ def test_rabbitmq_restart_mid_redrive_loses_nothing(
         "--rate",
         "2000",
         "--yes",
-        env=private_brokers.qctl_env(),
+        env={**private_brokers.qctl_env(), **env},
     )
     wait_for(lambda: rabbit.count(target) > 500)
     private_brokers.brokers("restart", "rabbitmq")
-    finish(private_brokers, proc)
+    finish(private_brokers, proc, env)
     assert rabbit.count(names["dlq"]) == 0
     got = rabbit_ids(rabbit.drain_bodies(target))
     assert set(got) == set(range(10_000))

@@ -64,9 +64,11 @@ def test_list_and_peek_leave_the_dlq_as_it_was(rabbit: RabbitSetup) -> None:
     assert depth(names["dlq"]) == 25
 
 
+@pytest.mark.parametrize("loop", ["own-amqp-loop", "generic-mover"])
 def test_redrive_by_exchange_kill_9_duplicates_at_most_the_window(
-    rabbit: RabbitSetup, capsys: pytest.CaptureFixture[str]
+    rabbit: RabbitSetup, capsys: pytest.CaptureFixture[str], loop: str
 ) -> None:
+    env = {"QCTL_RABBITMQ_WIRE_MOVE": "0" if loop == "generic-mover" else "1"}
     names = rabbit.pipeline()
     target = rabbit.queue(f"{rabbit.prefix}.target")
     rabbit.dead_letter_by_expiry(10_000)
@@ -83,10 +85,11 @@ def test_redrive_by_exchange_kill_9_duplicates_at_most_the_window(
         "--window",
         str(window),
         "--yes",
+        env=env,
     )
     kill_when(proc, lambda: rabbit.count(target) > 0, seed=3)
     job = only_job("redrive")
-    resumed = run_qctl("dlq", "redrive", "--resume", job, timeout=180)
+    resumed = run_qctl("dlq", "redrive", "--resume", job, timeout=180, env=env)
     assert resumed.returncode == 0, resumed.stderr
     assert depth(names["dlq"]) == 0
     bodies = rabbit.drain_bodies(target)
@@ -95,8 +98,8 @@ def test_redrive_by_exchange_kill_9_duplicates_at_most_the_window(
     duplicates = len(bodies) - 10_000
     with capsys.disabled():
         print(
-            f"\nRabbitMQ redrive killed with -9 and resumed: {duplicates} duplicate(s), "
-            f"window {window}"
+            f"\nRabbitMQ redrive ({loop}) killed with -9 and resumed: {duplicates} "
+            f"duplicate(s), window {window}"
         )
     assert duplicates <= window
 

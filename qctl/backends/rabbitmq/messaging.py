@@ -41,6 +41,11 @@ from qctl.backends.capabilities.messaging import (
     ValueBatch,
     expand,
 )
+from qctl.backends.capabilities.queuemove import (
+    QueueMoveControl,
+    QueueMoveReport,
+    QueueMoveRequest,
+)
 from qctl.backends.rabbitmq.behaviour import Behaviour, behaviour_for
 from qctl.backends.rabbitmq.core import RabbitCore, channel_refusal, decode_text
 from qctl.backends.rabbitmq.management import quote_segment
@@ -225,6 +230,12 @@ class RabbitMessaging(RabbitCore):
                 conn.close()
             raise
         return session
+
+    def queue_move(self, request: QueueMoveRequest, control: QueueMoveControl) -> QueueMoveReport:
+        """``SupportsQueueMove``: one-thread move over qctl's own AMQP connection."""
+        from qctl.backends.rabbitmq.wiremove import WireMove
+
+        return WireMove(self, request, control).run()
 
     def _msg_queue_info(self, vhost: str, name: str) -> dict[str, Any]:
         """Type, arguments and effective policy of a queue (empty when the API is off)."""
@@ -492,11 +503,21 @@ class RabbitSession:
         if not taken and not req.follow:
             idle = time.monotonic() - self._last_delivery
             if idle >= (req.idle_end if self.mode == "stream" else max(req.idle_end, 1.0)):
+                if self.mode == "consume" and self._still_has_messages():
+                    self._last_delivery = time.monotonic()  # the broker is slow, not done
+                    return RabbitBatch([])
                 self._done = True
                 return None
         if self._done and not taken:
             return None
         return RabbitBatch(taken)
+
+    def _still_has_messages(self) -> bool:
+        """Whether the queue still holds ready messages: a pause in deliveries ends a
+        read only when it does not (fewer than counted at the start: another consumer
+        took them)."""
+        ok = self.channel.queue_declare(self.queue, passive=True)
+        return int(ok.method.message_count) > 0
 
     # -- acknowledging -----------------------------------------------------------------------
     def commit(self, batch: MessageBatch, count: int, skipped: Sequence[int] = ()) -> None:

@@ -1,0 +1,191 @@
+"""A queue DLQ's redrive in the backend's own loop (``SupportsQueueMove``).
+
+A redrive without ``--where`` routes each message by its provenance headers alone, so
+the backend can move the queue itself, asking the mapper built here once per distinct
+origin instead of building a ``Message`` per delivery. The answers are the ones the
+generic mover's ``decide`` gives (same targets, same headers: ``RedriveRules``). When
+the backend hands the move back, the generic mover continues from the source.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from qctl.backends.capabilities.queuemove import (
+    QueueMapper,
+    QueueMoveReport,
+    QueueMoveRequest,
+    QueueRoute,
+    SupportsQueueMove,
+)
+from qctl.backends.capabilities.transactions import Rejected
+from qctl.dlq.access import Dlq
+from qctl.dlq.provenance import (
+    H_ERROR_CLASS,
+    H_ERROR_MESSAGE,
+    H_FAILED_AT,
+    H_FAILURE_REASON,
+    H_ORIGINAL_ROUTING_KEY,
+    H_REDRIVE_COUNT,
+    H_REDRIVE_ID,
+    from_amqp_headers,
+)
+from qctl.dlq.routing import H_PARKED_BY, ORIGIN_NAMES, ORIGIN_UNKNOWN, RedriveRules
+from qctl.dlq.selection import Selection
+from qctl.jobs.model import Counters
+from qctl.jobs.runner import JobRun, RunResult
+from qctl.messages import Message
+
+#: Everything ``from_amqp_headers`` and the loop guard read.
+READS = frozenset(
+    (
+        "x-death",
+        "x-first-death-exchange",
+        "x-first-death-queue",
+        "x-first-death-reason",
+        H_ERROR_CLASS,
+        H_ERROR_MESSAGE,
+        H_FAILED_AT,
+        H_FAILURE_REASON,
+        H_ORIGINAL_ROUTING_KEY,
+        H_REDRIVE_COUNT,
+        H_REDRIVE_ID,
+        *ORIGIN_NAMES,
+    )
+)
+UNKNOWN = Rejected(ORIGIN_UNKNOWN)
+
+
+def applies(dlq: Dlq, rules: RedriveRules, select: Selection, from_file: bool) -> bool:
+    """Whether this redrive can run in the backend's loop: a queue DLQ, every message
+    selected, and every target a queue or exchange of the DLQ's own vhost."""
+    if os.environ.get("QCTL_RABBITMQ_WIRE_MOVE", "1") == "0":
+        return False
+    if dlq.log or from_file or not select.everything:
+        return False
+    if not isinstance(dlq.backend, SupportsQueueMove):
+        return False
+    to = rules.to
+    if to is None:
+        return True
+    return (
+        to.backend == dlq.ref.backend
+        and to.kind in ("queue", "exchange")
+        and (to.vhost is None or to.vhost == dlq.ref.vhost)
+    )
+
+
+def mapper(rules: RedriveRules) -> QueueMapper:
+    """``RedriveRules`` as a ``QueueMapper``."""
+    parking = rules.parking
+
+    def decide(headers: Mapping[str, Any], exchange: str, routing_key: str) -> Any:
+        prov = from_amqp_headers(headers)
+        guard = tuple(rules.guard(prov))
+        if rules.parked(prov):
+            assert parking is not None
+            return QueueRoute(
+                "", parking.name, str(parking), add=((H_PARKED_BY, rules.job_id),), parked=True
+            )
+        delivered = Message(None, source={"routing_key": routing_key, "exchange": exchange})
+        target = rules.target(delivered, prov)
+        if target is None:
+            return UNKNOWN
+        copied = rules.origin_copy(prov, any(name in headers for name in ORIGIN_NAMES))
+        if target.ref.kind == "queue":
+            exchange, key = "", target.ref.name
+        else:
+            exchange, key = target.ref.name, target.routing_key or ""
+        return QueueRoute(
+            exchange,
+            key,
+            target.label,
+            add=(*copied, *guard),
+            drop=frozenset(rules.strip_headers),
+        )
+
+    timeless = not (rules.copy_provenance or rules.strip_headers)
+    return QueueMapper(reads=READS, decide=decide, timeless=timeless)
+
+
+class _Control:
+    def __init__(self, run: JobRun, initial: int | None) -> None:
+        self.run = run
+        self.initial = initial
+
+    def stopping(self) -> bool:
+        return self.run.stop.is_set()
+
+    def progress(self, report: QueueMoveReport) -> None:
+        counters = counters_of(report)
+        left = None
+        if self.initial is not None:
+            left = max(self.initial - counters.moved - counters.parked - counters.failed, 0)
+        self.run.update(counters, left, {})
+
+    def failure(self, source: str, reason: str) -> None:
+        self.run.failure(source, reason)
+
+
+def counters_of(report: QueueMoveReport) -> Counters:
+    return Counters(moved=report.moved, parked=report.parked, failed=report.failed)
+
+
+def run(
+    dlq: Dlq,
+    rules: RedriveRules,
+    run: JobRun,
+    *,
+    window: int,
+    limit: int | None,
+    rate: float | None,
+    timeout: float,
+    initial: int | None,
+) -> QueueMoveReport:
+    mover = dlq.backend
+    assert isinstance(mover, SupportsQueueMove)
+    request = QueueMoveRequest(
+        source=dlq.ref,
+        mapper=mapper(rules),
+        window=window,
+        limit=limit,
+        rate=rate,
+        timeout=timeout,
+    )
+    return mover.queue_move(request, _Control(run, initial))
+
+
+def merged(first: QueueMoveReport, rest: RunResult | None) -> RunResult:
+    """One run's result from the backend's loop and, after a handover, the mover's."""
+    counters = counters_of(first)
+    errors = dict(first.errors)
+    per_target = dict(first.per_target)
+    warnings = list(first.warnings)
+    if rest is None:
+        return RunResult(
+            counters=counters,
+            errors=errors,
+            per_target=per_target,
+            stopped=first.stopped,
+            problem=first.problem,
+            warnings=warnings,
+            checkpoint={},
+        )
+    counters.add(rest.counters)
+    for reason, n in rest.errors.items():
+        errors[reason] = errors.get(reason, 0) + n
+    for target, n in rest.per_target.items():
+        per_target[target] = per_target.get(target, 0) + n
+    warnings.extend(w for w in rest.warnings if w not in warnings)
+    return RunResult(
+        counters=counters,
+        errors=errors,
+        per_target=per_target,
+        stopped=rest.stopped,
+        problem=rest.problem,
+        warnings=warnings,
+        checkpoint=rest.checkpoint,
+        remaining=rest.remaining,
+    )
