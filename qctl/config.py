@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import yaml
-
 from qctl.errors import ConfigError, NotFoundError
 
 LOCAL_CONTEXT = "local"
@@ -267,6 +265,8 @@ class ConfigFile:
             raise ConfigError(
                 f"{path}: byte {exc.start + 1} is not UTF-8 text", "save the file as UTF-8"
             ) from None
+        import yaml  # only with a config file: its import alone takes tens of ms
+
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
@@ -356,6 +356,8 @@ class ConfigFile:
         """Write the file atomically, readable by its owner only (it may hold secrets)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
+        import yaml
+
         text = yaml.safe_dump(self.to_yaml(), sort_keys=False, default_flow_style=False)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, stat.S_IRUSR | stat.S_IWUSR)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

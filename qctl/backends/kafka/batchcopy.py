@@ -71,7 +71,7 @@ def _librdkafka_murmur2() -> Callable[[bytes, int], int] | None:
         function.restype = ctypes.c_int32
 
         def partition(key: bytes, partitions: int) -> int:
-            return int(function(None, key, len(key), partitions, None, None))
+            return function(None, key, len(key), partitions, None, None)  # type: ignore[no-any-return]
 
         for key in (b"21", b"foobar", b"abc", b""):
             if partition(key, 1000) != (murmur2(key) & 0x7FFFFFFF) % 1000:
@@ -98,15 +98,25 @@ class KeyPartitioner:
     def __init__(self, partitions: int) -> None:
         self.partitions = partitions
         self.cache: dict[bytes, int] = {}
+        if not _by_murmur2:
+            _partition_of(b"", 1)
+        self._hash = _by_murmur2[0]
 
     def __call__(self, key: bytes | None) -> int:
         if key is None:
             return random.randrange(self.partitions)
         found = self.cache.get(key)
         if found is None:
-            if len(self.cache) >= 1_000_000:
-                self.cache.clear()
-            found = self.cache[key] = _partition_of(key, self.partitions)
+            found = self.add(key)
+        return found
+
+    def add(self, key: bytes) -> int:
+        """The partition of a key that is not cached yet (a copy's hot loop looks the
+        cache up itself and calls this on a miss)."""
+        cache = self.cache
+        if len(cache) >= 1_000_000:
+            cache.clear()
+        found = cache[key] = self._hash(key, self.partitions)
         return found
 
 

@@ -800,6 +800,10 @@ class _RawTaker:
         last_topic: str | None = None
         last_count = 0
         stopped_at: int | None = None
+        #: The last route object and its target: a mapper returns one object for
+        #: every record of an origin.
+        last_route: Any = _NO_ROUTE
+        target: Any = None
         for record in records_of(batch):
             offset = record.offset
             if offset < position:
@@ -811,9 +815,11 @@ class _RawTaker:
                 break
             headers = record.headers
             decision = decide(headers, p, offset)
-            if type(decision) is RawRoute:
+            if decision is last_route or type(decision) is RawRoute:
                 topic = decision.topic
-                target = targets.get(topic) or copier.target_named(topic)
+                if decision is not last_route:
+                    target = targets.get(topic) or copier.target_named(topic)
+                    last_route = decision if target is not None else _NO_ROUTE
                 if target is None:
                     if copier.request.on_missing_topic != "keep":
                         raise no_target(topic, copier.backend.bootstrap)
@@ -824,9 +830,13 @@ class _RawTaker:
                     partition = decision.partition
                     if partition is None:  # by key, inline: the usual case
                         key = record.key
-                        partition = target.by_key.cache.get(key) if key is not None else None
-                        if partition is None:
-                            partition = target.by_key(key)
+                        by_key = target.by_key
+                        if key is None:
+                            partition = by_key(None)
+                        else:
+                            partition = by_key.cache.get(key)
+                            if partition is None:
+                                partition = by_key.add(key)
                         out = target.outs[partition]
                         builder = out.builder
                         if builder is None:
@@ -861,6 +871,9 @@ class _RawTaker:
             per_target[last_topic] = per_target.get(last_topic, 0) + last_count
         tally.routed += routed
         return routed, stopped_at
+
+
+_NO_ROUTE = object()
 
 
 def _import_codec() -> None:
