@@ -15,6 +15,7 @@ from typing import Any
 import pika
 import pytest
 
+from qctl.messages import AMQP_PROPERTIES
 from tests.cli.test_root import run_qctl
 from tests.integration.dlq_support import RabbitSetup, rabbit_ids
 
@@ -89,23 +90,7 @@ def comparable(props: Any, body: bytes) -> tuple[Any, ...]:
         assert abs(int(failed_at) / 1000 - time.time()) < 600
     for death in headers.get("x-death") or []:
         death.pop("time", None)
-    fields = {
-        name: getattr(props, name)
-        for name in (
-            "content_type",
-            "content_encoding",
-            "delivery_mode",
-            "priority",
-            "correlation_id",
-            "reply_to",
-            "expiration",
-            "message_id",
-            "timestamp",
-            "type",
-            "user_id",
-            "app_id",
-        )
-    }
+    fields = {name: getattr(props, name) for name in AMQP_PROPERTIES}
     return (body, json.dumps(fields, sort_keys=True), repr(sorted(headers.items())))
 
 

@@ -490,34 +490,25 @@ class WireMove:
     def _content(data: bytes, pos: int, end: int) -> tuple[bytes, bytes, int] | None:
         """The content header and body frames from ``pos``: (properties, body, where the
         next frame starts), or None when they have not all arrived."""
-        if end - pos < 7:
+        found = _frame_at(data, pos, end, af.FRAME_HEADER)
+        if found is None:
             return None
-        kind, _channel, size = af._FRAME_HEAD.unpack_from(data, pos)
-        stop = pos + 7 + size
-        if stop >= end:
-            return None
-        if kind != af.FRAME_HEADER:
-            raise af.FrameError("a method's content header is missing")
-        body_size = struct.unpack_from(">Q", data, pos + 11)[0]
-        properties = data[pos + 19 : stop]
+        start, stop = found
+        body_size = _DELIVER_HEAD.unpack_from(data, start + 4)[0]
+        properties = data[start + 12 : stop]
         pos = stop + 1
-        if body_size == 0:
-            return properties, b"", pos
         parts = []
         got = 0
         while got < body_size:
-            if end - pos < 7:
+            found = _frame_at(data, pos, end, af.FRAME_BODY)
+            if found is None:
                 return None
-            kind, _channel, size = af._FRAME_HEAD.unpack_from(data, pos)
-            stop = pos + 7 + size
-            if stop >= end:
-                return None
-            if kind != af.FRAME_BODY:
-                raise af.FrameError("a body frame is missing")
-            parts.append(data[pos + 7 : stop])
-            got += size
+            start, stop = found
+            parts.append(data[start:stop])
+            got += stop - start
             pos = stop + 1
-        return properties, parts[0] if len(parts) == 1 else b"".join(parts), pos
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        return properties, body, pos
 
     def _control(self, raw: bytes) -> None:
         """A method other than deliveries and confirms (pika decodes it)."""
@@ -746,6 +737,20 @@ class WireMove:
             confirmed.discard(last)
         if last is not None:
             out.append(af.ack(_CONSUME, last, True))
+
+
+def _frame_at(data: bytes, pos: int, end: int, kind: int) -> tuple[int, int] | None:
+    """Where the payload of the frame at ``pos`` starts and stops, when it has arrived
+    whole; it must be of ``kind``."""
+    if end - pos < 7:
+        return None
+    got, _channel, size = af._FRAME_HEAD.unpack_from(data, pos)
+    stop = pos + 7 + size
+    if stop >= end:
+        return None
+    if got != kind:
+        raise af.FrameError(f"expected a frame of type {kind}, got {got}")
+    return pos + 7, stop
 
 
 def _death_key(raw: bytes) -> bytes:
