@@ -9,15 +9,23 @@ from __future__ import annotations
 
 import decimal
 import json
+import signal
 import time
 from typing import Any
 
 import pika
 import pytest
 
+from qctl.jobs.store import JobStore
 from qctl.messages import AMQP_PROPERTIES
 from tests.cli.test_root import run_qctl
-from tests.integration.dlq_support import RabbitSetup, rabbit_ids
+from tests.integration.dlq_support import (
+    RabbitSetup,
+    only_job,
+    qctl_process,
+    rabbit_ids,
+    wait_for,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -190,3 +198,30 @@ def test_a_refused_publish_hands_over_and_loses_nothing(rabbit: RabbitSetup) -> 
     assert "Traceback" not in proc.stderr
     assert internal in proc.stderr or "ACCESS_REFUSED" in proc.stderr, proc.stderr
     assert rabbit.wait_count(names["dlq"], 20) == 20
+
+
+def test_ctrl_c_stops_cleanly_and_resume_finishes(rabbit: RabbitSetup) -> None:
+    """A stop finishes the copies in flight and acknowledges them: nothing is lost and,
+    the stop being clean, nothing is written twice."""
+    names = rabbit.pipeline()
+    target = rabbit.queue(f"{rabbit.prefix}.target")
+    rabbit.dead_letter_by_expiry(3000)
+    assert rabbit.wait_count(names["dlq"], 3000) == 3000
+    dlq = f"rabbitmq:queue/{names['dlq']}"
+    proc = qctl_process(
+        "dlq", "redrive", dlq, "--to", f"rabbitmq:queue/{target}", "--rate", "1000", "--yes"
+    )
+    wait_for(lambda: rabbit.count(target) > 0)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "--resume" in err
+    job = only_job("redrive")
+    assert JobStore().load(job).state == "interrupted"
+    moved = rabbit.count(target)
+    assert 0 < moved < 3000
+    assert rabbit.wait_count(names["dlq"], 3000 - moved) == 3000 - moved
+    done = run_qctl("dlq", "redrive", "--resume", job, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert rabbit.count(names["dlq"]) == 0
+    assert rabbit_ids(rabbit.drain_bodies(target)) == dict.fromkeys(range(3000), 1)

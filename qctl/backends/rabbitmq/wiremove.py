@@ -301,7 +301,7 @@ class WireMove:
             self._loop()
         except Handover as exc:
             self.report.handover = str(exc)
-        except (OSError, ConnectionError, af.FrameError, TimeoutError) as exc:
+        except (OSError, ConnectionError, af.FrameError, TimeoutError, struct.error) as exc:
             self.report.problem = UnreachableError(
                 f"lost the connection to RabbitMQ at {backend.target()}: "
                 f"{exc or type(exc).__name__}"
