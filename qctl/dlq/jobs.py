@@ -31,7 +31,6 @@ from qctl.backends.capabilities.transactions import (
     CopyRoute,
     RawMapper,
     RawRoute,
-    Rejected,
     SupportsTransactionalCopy,
 )
 from qctl.dlq import queue_redrive
@@ -45,7 +44,7 @@ from qctl.dlq.provenance import (
     loop_guard_of,
     provenance_of,
 )
-from qctl.dlq.routing import H_PARKED_BY, ORIGIN_UNKNOWN, RedriveRules
+from qctl.dlq.routing import H_PARKED_BY, ORIGIN_UNKNOWN, UNKNOWN, RedriveRules
 from qctl.dlq.selection import Selection
 from qctl.errors import QctlError, UsageError
 from qctl.jobs.lanes import ArchiveLane, DiscardLane, Lane, ProduceLane, RejectLane, Report
@@ -215,9 +214,12 @@ def run_dlq_job(job: Job, backend_for: BackendFor, run: JobRun, timeout: float) 
         return _transactional_redrive(job, dlq, opts, run)
     select = Selection.of(opts.where, opts.older_than, dlq.ref.backend)
     backend = dlq.ref.backend
+    own_loop = None  # the rules of a redrive the backend moves itself
     if job.kind == "redrive":
         rules = rules_for(dlq, opts, job.id)
         from_file = opts.from_file is not None
+        if queue_redrive.applies(dlq, rules, select, from_file):
+            own_loop = rules
         full = rules.needs_origin or select.older_than is not None
 
         def decide(message: Message) -> Decision:
@@ -253,10 +255,10 @@ def run_dlq_job(job: Job, backend_for: BackendFor, run: JobRun, timeout: float) 
 
     lanes = _lane_factory(backend_for, opts, timeout)
     first = None
-    if job.kind == "redrive" and queue_redrive.applies(dlq, rules, select, from_file):
+    if own_loop is not None:
         first = queue_redrive.run(
             dlq,
-            rules,
+            own_loop,
             run,
             window=opts.window,
             limit=opts.limit,
@@ -264,13 +266,11 @@ def run_dlq_job(job: Job, backend_for: BackendFor, run: JobRun, timeout: float) 
             timeout=timeout,
             initial=_depth(dlq),
         )
-        if first.handover is None:
+        limit = None if opts.limit is None else max(opts.limit - first.moved, 0)
+        if first.handover is None or limit == 0 or run.stop.is_set():
             result = queue_redrive.merged(first, None)
             result.remaining = _depth(dlq)
             return result
-        limit = None if opts.limit is None else max(opts.limit - first.moved, 0)
-        if limit == 0 or run.stop.is_set():
-            return queue_redrive.merged(first, None)
         opts = replace(opts, limit=limit)
     rest = _move(
         job, dlq, opts, run, decide, lanes, selective=not select.everything, timeout=timeout
@@ -480,9 +480,6 @@ def _transactional_redrive(job: Job, dlq: Dlq, opts: DlqJobOptions, run: JobRun)
         remaining=report.remaining,
     )
 
-
-#: A message whose origin is unknown stays in the DLQ and counts as failed.
-UNKNOWN = Rejected(ORIGIN_UNKNOWN)
 
 #: The headers a Kafka redrive's decision depends on: origin topic and partition in
 #: each convention, and the loop guard's.

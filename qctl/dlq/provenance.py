@@ -310,6 +310,27 @@ def parse_x_death(value: Any) -> tuple[Death, ...]:
     return tuple(deaths)
 
 
+#: Every header ``from_amqp_headers`` reads: messages that agree on these have the same
+#: provenance, apart from the death times and counts inside ``x-death``.
+AMQP_PROVENANCE_HEADERS = frozenset(
+    (
+        "x-death",
+        "x-first-death-exchange",
+        "x-first-death-queue",
+        "x-first-death-reason",
+        H_ORIGINAL_EXCHANGE,
+        H_ORIGINAL_QUEUE,
+        H_ORIGINAL_ROUTING_KEY,
+        H_ERROR_CLASS,
+        H_ERROR_MESSAGE,
+        H_FAILED_AT,
+        H_FAILURE_REASON,
+        H_REDRIVE_COUNT,
+        H_REDRIVE_ID,
+    )
+)
+
+
 def from_amqp_headers(headers: Mapping[str, Any] | None) -> Provenance:
     """Read provenance from AMQP message headers (x-death, x-first-death-*, qctl-*)."""
     h: dict[str, Any] = {}

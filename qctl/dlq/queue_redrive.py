@@ -9,7 +9,6 @@ the backend hands the move back, the generic mover continues from the source.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,49 +19,22 @@ from qctl.backends.capabilities.queuemove import (
     QueueRoute,
     SupportsQueueMove,
 )
-from qctl.backends.capabilities.transactions import Rejected
 from qctl.dlq.access import Dlq
-from qctl.dlq.provenance import (
-    H_ERROR_CLASS,
-    H_ERROR_MESSAGE,
-    H_FAILED_AT,
-    H_FAILURE_REASON,
-    H_ORIGINAL_ROUTING_KEY,
-    H_REDRIVE_COUNT,
-    H_REDRIVE_ID,
-    from_amqp_headers,
-)
-from qctl.dlq.routing import H_PARKED_BY, ORIGIN_NAMES, ORIGIN_UNKNOWN, RedriveRules
+from qctl.dlq.provenance import AMQP_PROVENANCE_HEADERS, from_amqp_headers
+from qctl.dlq.routing import H_PARKED_BY, ORIGIN_NAMES, UNKNOWN, RedriveRules
 from qctl.dlq.selection import Selection
 from qctl.jobs.model import Counters
 from qctl.jobs.runner import JobRun, RunResult
 from qctl.messages import Message
 
-#: Everything ``from_amqp_headers`` and the loop guard read.
-READS = frozenset(
-    (
-        "x-death",
-        "x-first-death-exchange",
-        "x-first-death-queue",
-        "x-first-death-reason",
-        H_ERROR_CLASS,
-        H_ERROR_MESSAGE,
-        H_FAILED_AT,
-        H_FAILURE_REASON,
-        H_ORIGINAL_ROUTING_KEY,
-        H_REDRIVE_COUNT,
-        H_REDRIVE_ID,
-        *ORIGIN_NAMES,
-    )
-)
-UNKNOWN = Rejected(ORIGIN_UNKNOWN)
+#: The headers a redrive's route and header changes depend on: the provenance, and
+#: whether qctl's origin headers are already there.
+READS = AMQP_PROVENANCE_HEADERS | frozenset(ORIGIN_NAMES)
 
 
 def applies(dlq: Dlq, rules: RedriveRules, select: Selection, from_file: bool) -> bool:
     """Whether this redrive can run in the backend's loop: a queue DLQ, every message
     selected, and every target a queue or exchange of the DLQ's own vhost."""
-    if os.environ.get("QCTL_RABBITMQ_WIRE_MOVE", "1") == "0":
-        return False
     if dlq.log or from_file or not select.everything:
         return False
     if not isinstance(dlq.backend, SupportsQueueMove):
@@ -83,7 +55,6 @@ def mapper(rules: RedriveRules) -> QueueMapper:
 
     def decide(headers: Mapping[str, Any], exchange: str, routing_key: str) -> Any:
         prov = from_amqp_headers(headers)
-        guard = tuple(rules.guard(prov))
         if rules.parked(prov):
             assert parking is not None
             return QueueRoute(
@@ -102,7 +73,7 @@ def mapper(rules: RedriveRules) -> QueueMapper:
             exchange,
             key,
             target.label,
-            add=(*copied, *guard),
+            add=(*copied, *rules.guard(prov)),
             drop=frozenset(rules.strip_headers),
         )
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from qctl.backends.capabilities.transactions import Rejected
 from qctl.dlq.provenance import (
     H_ORIGINAL_EXCHANGE,
     H_ORIGINAL_QUEUE,
@@ -43,6 +44,8 @@ from qctl.refs import Ref
 #: Set on messages moved to the parking lot: the job that parked them.
 H_PARKED_BY = "qctl-parked-by"
 ORIGIN_UNKNOWN = "origin unknown (give --to)"
+#: A message whose origin is unknown stays in the DLQ and counts as failed.
+UNKNOWN = Rejected(ORIGIN_UNKNOWN)
 
 
 @dataclass(frozen=True)

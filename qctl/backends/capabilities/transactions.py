@@ -138,6 +138,18 @@ class CopyProgress:
     remaining: int = 0
     transactions: int = 0
 
+    def add(self, other: CopyProgress) -> None:
+        """Count ``other``'s messages and transactions in these totals too (positions
+        and ``remaining`` stay)."""
+        self.routed += other.routed
+        self.skipped += other.skipped
+        self.kept += other.kept
+        self.transactions += other.transactions
+        for reason, n in other.rejected.items():
+            self.rejected[reason] = self.rejected.get(reason, 0) + n
+        for topic, n in other.per_target.items():
+            self.per_target[topic] = self.per_target.get(topic, 0) + n
+
 
 @dataclass
 class CopyReport(CopyProgress):

@@ -219,14 +219,7 @@ def _merged(copier: WireCopier, base: CopyReport, reports: Mapping[int, CopyRepo
         warnings=list(base.warnings),
     )
     for report in reports.values():
-        out.routed += report.routed
-        out.skipped += report.skipped
-        out.kept += report.kept
-        out.transactions += report.transactions
-        for name, n in report.per_target.items():
-            out.per_target[name] = out.per_target.get(name, 0) + n
-        for reason, n in report.rejected.items():
-            out.rejected[reason] = out.rejected.get(reason, 0) + n
+        out.add(report)
         out.positions.update(report.positions)
         out.elapsed = max(out.elapsed, report.elapsed)
     ends = out.end_offsets

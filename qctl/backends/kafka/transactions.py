@@ -909,23 +909,11 @@ class _Continued:
 
 def _merged(before: CopyProgress, after: P) -> P:
     """``after`` with the counts of ``before`` added (positions are ``after``'s)."""
-    out = replace(after)
-    out.routed += before.routed
-    out.skipped += before.skipped
-    out.kept += before.kept
-    out.transactions += before.transactions
-    out.rejected = _summed(before.rejected, after.rejected)
-    out.per_target = _summed(before.per_target, after.per_target)
+    out = replace(after, rejected=dict(after.rejected), per_target=dict(after.per_target))
+    out.add(before)
     if isinstance(before, CopyReport) and isinstance(out, CopyReport):
         out.elapsed += before.elapsed
         out.warnings = list(dict.fromkeys([*before.warnings, *out.warnings]))
-    return out
-
-
-def _summed(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
-    out = dict(a)
-    for key, n in b.items():
-        out[key] = out.get(key, 0) + n
     return out
 
 

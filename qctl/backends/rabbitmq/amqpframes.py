@@ -28,15 +28,16 @@ BASIC_ACK = (60 << 16) | 80
 BASIC_NACK = (60 << 16) | 120
 BASIC_RETURN = (60 << 16) | 50
 
-_FRAME_HEAD = struct.Struct(">BHI")
+#: A frame's type, channel and payload size.
+FRAME_HEAD = struct.Struct(">BHI")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
-_METHOD_ID = struct.Struct(">I")
+U64 = struct.Struct(">Q")
+METHOD_ID = struct.Struct(">I")
 _CONTENT_HEAD = struct.Struct(">HHQ")
 _ACK = struct.Struct(">BHIIQB")
 _END = bytes([FRAME_END])
-HEARTBEAT = _FRAME_HEAD.pack(FRAME_HEARTBEAT, 0, 0) + _END
+HEARTBEAT = FRAME_HEAD.pack(FRAME_HEARTBEAT, 0, 0) + _END
 
 #: Property flags (the first 16-bit word of a content header's properties).
 _CONTENT_TYPE = 0x8000
@@ -70,12 +71,17 @@ class FrameError(ValueError):
 
 
 def frame(kind: int, channel: int, payload: bytes) -> bytes:
-    return _FRAME_HEAD.pack(kind, channel, len(payload)) + payload + _END
+    return FRAME_HEAD.pack(kind, channel, len(payload)) + payload + _END
 
 
 def ack(channel: int, tag: int, multiple: bool) -> bytes:
     """``basic.ack`` of one delivery (or, ``multiple``, of every one up to it)."""
     return _ACK.pack(FRAME_METHOD, channel, 13, BASIC_ACK, tag, 1 if multiple else 0) + _END
+
+
+def nack_all(channel: int) -> bytes:
+    """``basic.nack(0, multiple, requeue)``: every unacknowledged delivery back."""
+    return _ACK.pack(FRAME_METHOD, channel, 13, BASIC_NACK, 0, 0b11) + _END
 
 
 def shortstr(value: bytes) -> bytes:
@@ -87,7 +93,7 @@ def shortstr(value: bytes) -> bytes:
 def publish_method(channel: int, exchange: bytes, routing_key: bytes, mandatory: bool) -> bytes:
     """The ``basic.publish`` method frame (the same for every message of a route)."""
     payload = (
-        _METHOD_ID.pack((60 << 16) | 40)
+        METHOD_ID.pack((60 << 16) | 40)
         + b"\x00\x00"
         + shortstr(exchange)
         + shortstr(routing_key)
@@ -99,15 +105,15 @@ def publish_method(channel: int, exchange: bytes, routing_key: bytes, mandatory:
 def content(channel: int, properties: bytes, body: bytes, frame_max: int) -> list[bytes]:
     """The content header frame and the body frames of one message."""
     head = _CONTENT_HEAD.pack(60, 0, len(body)) + properties
-    out = [_FRAME_HEAD.pack(FRAME_HEADER, channel, len(head)), head, _END]
+    out = [FRAME_HEAD.pack(FRAME_HEADER, channel, len(head)), head, _END]
     room = frame_max - 8
     if len(body) <= room:
         if body:
-            out += (_FRAME_HEAD.pack(FRAME_BODY, channel, len(body)), body, _END)
+            out += (FRAME_HEAD.pack(FRAME_BODY, channel, len(body)), body, _END)
         return out
     for start in range(0, len(body), room):
         chunk = body[start : start + room]
-        out += (_FRAME_HEAD.pack(FRAME_BODY, channel, len(chunk)), chunk, _END)
+        out += (FRAME_HEAD.pack(FRAME_BODY, channel, len(chunk)), chunk, _END)
     return out
 
 

@@ -24,6 +24,7 @@ import collections
 import dataclasses
 import datetime as dt
 import logging
+import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -232,7 +233,10 @@ class RabbitMessaging(RabbitCore):
         return session
 
     def queue_move(self, request: QueueMoveRequest, control: QueueMoveControl) -> QueueMoveReport:
-        """``SupportsQueueMove``: one-thread move over qctl's own AMQP connection."""
+        """``SupportsQueueMove``: a one-thread move over qctl's own AMQP connections
+        (``QCTL_RABBITMQ_WIRE_MOVE=0``: handed back at once, to the generic mover)."""
+        if os.environ.get("QCTL_RABBITMQ_WIRE_MOVE", "1") == "0":
+            return QueueMoveReport(handover="QCTL_RABBITMQ_WIRE_MOVE=0")
         from qctl.backends.rabbitmq.wiremove import WireMove
 
         return WireMove(self, request, control).run()

@@ -50,6 +50,7 @@ from qctl.backends.capabilities.queuemove import (
 )
 from qctl.backends.rabbitmq import amqpframes as af
 from qctl.errors import NotFoundError, QctlError, UnreachableError
+from qctl.refs import Ref
 
 if TYPE_CHECKING:
     import pika
@@ -66,7 +67,6 @@ HOLD = 1000
 _IDLE_END = 1.0
 _TICK = 0.05
 _PROGRESS_EVERY = 0.5
-_DELIVER_HEAD = struct.Struct(">Q")
 _CONFIRM = struct.Struct(">QB")
 _DEATH_NOISE = frozenset((b"time", b"count"))
 _X_DEATH = b"x-death"
@@ -86,7 +86,6 @@ class _Connection:
         self.pending = b""
         self.frame_max = 131072
         self.heartbeat = 0
-        self.server_properties: dict[str, Any] = {}
         self.last_sent = 0.0
 
     def open(self) -> None:
@@ -102,7 +101,6 @@ class _Connection:
         self.sock = sock
         sock.sendall(b"AMQP\x00\x00\x09\x01")
         start = self.expect(0, spec.Connection.Start)
-        self.server_properties = dict(start.server_properties or {})
         mechanism, response = p.credentials.response_for(start)
         if mechanism is None:
             raise QctlError("RabbitMQ offers no login mechanism qctl's credentials can use")
@@ -191,13 +189,13 @@ class _Connection:
             raise af.FrameError(f"expected {kind.__name__}, got {got!r}")
 
     def close(self) -> None:
-        from pika import frame, spec
+        from pika import spec
 
         if self.sock is None:
             return
         try:
             self.sock.settimeout(min(self.timeout, 5.0))
-            self.sock.sendall(frame.Method(0, spec.Connection.Close(200, "bye")).marshal())
+            self.method(0, spec.Connection.Close(200, "bye"))
             self.expect(0, spec.Connection.CloseOk)
         except Exception:  # the broker requeues everything unacknowledged regardless
             log.debug("closing the move connection failed", exc_info=True)
@@ -274,12 +272,7 @@ class WireMove:
         backend = self.backend
         source = self.request.source
         vhost = backend._msg_vhost(source)
-        check = backend._msg_connect(vhost)
-        try:
-            self.ready = backend._msg_check(check, source, vhost)
-        finally:
-            if check.is_open:
-                check.close()
+        self.ready = self._check(source)
         info = backend._msg_queue_info(vhost, source.name)
         self.quorum = info.get("type") == "quorum"
         if info.get("type") == "stream":
@@ -345,9 +338,8 @@ class WireMove:
         if con.sock is not None and self.quorum:
             # Give back what is unacknowledged without counting a failed delivery
             # where the broker tells the two apart (4.3+: nack, not reject).
-            nack = struct.pack(">IQB", (60 << 16) | 120, 0, 0b11)
             with contextlib.suppress(OSError):
-                con.sock.sendall(af.frame(af.FRAME_METHOD, _CONSUME, nack))
+                con.sock.sendall(af.nack_all(_CONSUME))
         con.close()
 
     # -- the loop --------------------------------------------------------------------------
@@ -392,7 +384,7 @@ class WireMove:
                 elif now - last_delivery >= _IDLE_END and not self.sent:
                     # Fewer messages than counted at the start (another consumer took
                     # some), or the broker is slow: only an empty queue ends the move.
-                    if self._source_empty():
+                    if self._check(self.request.source) == 0:
                         report.exhausted = True
                         self.reading = False
                     last_delivery = time.monotonic()
@@ -405,14 +397,14 @@ class WireMove:
                     "in the source"
                 )
 
-    def _source_empty(self) -> bool:
-        """Whether the source has no ready message left (asked on another connection)."""
+    def _check(self, ref: Ref) -> int:
+        """Passively declare a queue or exchange of the source's vhost on a short pika
+        connection: its ready messages (queues), ``NotFoundError`` when it is missing."""
         backend = self.backend
-        source = self.request.source
-        vhost = backend._msg_vhost(source)
+        vhost = backend._msg_vhost(self.request.source)
         conn = backend._msg_connect(vhost)
         try:
-            return backend._msg_check(conn, source, vhost) == 0
+            return backend._msg_check(conn, ref, vhost)
         finally:
             if conn.is_open:
                 conn.close()
@@ -436,8 +428,8 @@ class WireMove:
         data = conn.pending
         end = len(data)
         pos = 0
-        unpack_head = af._FRAME_HEAD.unpack_from
-        unpack_id = af._METHOD_ID.unpack_from
+        unpack_head = af.FRAME_HEAD.unpack_from
+        unpack_id = af.METHOD_ID.unpack_from
         backlog = self.backlog
         while end - pos >= 7:
             kind, channel, size = unpack_head(data, pos)
@@ -451,7 +443,7 @@ class WireMove:
                     # the content header and the body frames.
                     p = pos + 11
                     p += 1 + data[p]
-                    tag = _DELIVER_HEAD.unpack_from(data, p)[0]
+                    tag = af.U64.unpack_from(data, p)[0]
                     p += 9
                     n = data[p]
                     exchange = data[p + 1 : p + 1 + n]
@@ -494,7 +486,7 @@ class WireMove:
         if found is None:
             return None
         start, stop = found
-        body_size = _DELIVER_HEAD.unpack_from(data, start + 4)[0]
+        body_size = af.U64.unpack_from(data, start + 4)[0]
         properties = data[start + 12 : stop]
         pos = stop + 1
         parts = []
@@ -641,20 +633,12 @@ class WireMove:
         """Why ``exchange`` cannot be published to (it does not exist), checked once."""
         if exchange in self.exchanges:
             return self.exchanges[exchange]
-        from qctl.refs import Ref
-
-        backend = self.backend
-        vhost = backend._msg_vhost(self.request.source)
-        ref = Ref("rabbitmq", "exchange", exchange, vhost=vhost)
-        conn = backend._msg_connect(vhost)
+        vhost = self.backend._msg_vhost(self.request.source)
         try:
-            backend._msg_check(conn, ref, vhost)
+            self._check(Ref("rabbitmq", "exchange", exchange, vhost=vhost))
             reason = None
         except NotFoundError as exc:
             reason = str(exc)
-        finally:
-            if conn.is_open:
-                conn.close()
         self.exchanges[exchange] = reason
         return reason
 
@@ -744,7 +728,7 @@ def _frame_at(data: bytes, pos: int, end: int, kind: int) -> tuple[int, int] | N
     whole; it must be of ``kind``."""
     if end - pos < 7:
         return None
-    got, _channel, size = af._FRAME_HEAD.unpack_from(data, pos)
+    got, _channel, size = af.FRAME_HEAD.unpack_from(data, pos)
     stop = pos + 7 + size
     if stop >= end:
         return None
