@@ -467,6 +467,7 @@ def _transactional_redrive(job: Job, dlq: Dlq, opts: DlqJobOptions, run: JobRun)
         limit=opts.limit,
         rate=opts.rate,
         on_missing_topic="keep",
+        first_run=job.runs <= 1,
     )
     report = copier.transactional_copy(request, _CopyControl(run, counters))
     errors = dict(report.rejected)

@@ -310,6 +310,7 @@ def _transactional(
         limit=opts.limit,
         rate=opts.rate,
         on_missing_topic="fail",
+        first_run=job.runs <= 1,
     )
     report = copier.transactional_copy(request, _Control(run))
     return RunResult(

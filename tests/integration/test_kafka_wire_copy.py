@@ -11,6 +11,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -179,6 +180,46 @@ def test_the_wire_copy_writes_what_librdkafka_writes(
     if kind == "transactions":
         seqs = {int(dict(h)["seq"]) for _k, _v, h, _p, _t in copies}
         assert seqs == set(range(200)) | set(range(400, 600))  # the aborted 200 left out
+
+
+def test_only_a_later_run_fences_the_worker_ids(
+    kafka: str,
+    admin: AdminClient,
+    unique: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A job's first run has no earlier producer to fence; a resumed run fences every
+    worker id a run may have used, and both copy every record once."""
+    monkeypatch.setenv(ENV_SWITCH, "1")
+    monkeypatch.setenv("QCTL_KAFKA_COPY_WORKERS", "3")
+    backend = KafkaBackend.from_config(BackendConfig("test", {"bootstrap_servers": kafka}, 15))
+    source = make_topic(admin, f"{unique}-src")
+    fill(kafka, source, 900)
+    target = make_topic(admin, f"{unique}-dst")
+    request = CopyRequest(
+        source=parse_ref(f"kafka:{source}"),
+        group=f"qctl-test-fence-{unique}",
+        transactional_id=f"qctl-test-fence-{unique}",
+        fixed=FixedRoute(topic=target, position_header=HEADER),
+        end_offsets=dict.fromkeys(range(PARTITIONS), 200),
+        first_run=True,
+    )
+    try:
+        with caplog.at_level(logging.DEBUG, logger="qctl.backends.kafka"):
+            first = backend.transactional_copy(request, Control())
+        assert "worker processes" in caplog.text
+        assert "fencing the worker ids" not in caplog.text
+        caplog.clear()
+        later = replace(request, end_offsets=None, first_run=False)
+        with caplog.at_level(logging.DEBUG, logger="qctl.backends.kafka"):
+            rest = backend.transactional_copy(later, Control())
+        assert f"fencing the worker ids of {request.transactional_id}" in caplog.text
+    finally:
+        backend.close()
+    assert (first.routed, rest.routed) == (600, 300)
+    positions = Counter(dict(h)[HEADER] for _k, _v, h, _p, _o, _t in read_kafka(kafka, target))
+    assert len(positions) == 900 and set(positions.values()) == {1}
 
 
 def test_a_codec_it_does_not_rewrite_hands_the_copy_over(

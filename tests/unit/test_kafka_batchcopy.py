@@ -216,3 +216,37 @@ def test_librdkafkas_partitioner_is_found_and_agrees_with_murmur2() -> None:
         key = rng.randbytes(rng.randrange(0, 40))
         partitions = rng.randrange(1, 500)
         assert by_librdkafka(key, partitions) == (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def test_the_codec_loads_without_aiokafkas_clients_which_still_load_on_demand() -> None:
+    """The copier imports only aiokafka's record codec; a later ``from aiokafka import``
+    (a plugin's, say) still gets the whole package."""
+    import subprocess
+    import sys
+
+    script = "\n".join(
+        [
+            "import sys",
+            "from qctl.backends.kafka.wirecopy import _import_codec",
+            "_import_codec()",
+            "clients = ('aiokafka.client', 'aiokafka.producer')",
+            "print(sorted(m for m in clients if m in sys.modules))",
+            "from qctl.backends.kafka.batchcopy import new_builder, records_of",
+            "b = new_builder()",
+            "b.append(0, 7, b'k', b'v', [('h', b'x')])",
+            "b.set_producer_state(1, 0, 0)",
+            "print([(r.key, r.value, r.headers) for r in records_of(bytes(b.build()))])",
+            "from aiokafka import AIOKafkaProducer",
+            "import aiokafka",
+            "print(AIOKafkaProducer.__name__, aiokafka.record.__name__,",
+            "      bool(aiokafka.__version__))",
+        ]
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.splitlines()
+    assert out == [
+        "[]",
+        "[(b'k', b'v', [('h', b'x')])]",
+        "AIOKafkaProducer aiokafka.record True",
+    ]

@@ -118,6 +118,9 @@ class CopyRequest:
     #: A transaction is committed after this many messages or seconds.
     txn_messages: int = 250_000
     txn_seconds: float = 2.0
+    #: No earlier run of this ``transactional_id`` can exist (a job's first run): no
+    #: producer of it can hold an open transaction, so none needs fencing first.
+    first_run: bool = False
 
 
 @dataclass

@@ -66,8 +66,9 @@ def _librdkafka_murmur2() -> Callable[[bytes, int], int] | None:
 
         import confluent_kafka.cimpl
 
-        # dlsym on the extension's handle also searches the libraries it links.
-        function = ctypes.CDLL(confluent_kafka.cimpl.__file__).rd_kafka_msg_partitioner_murmur2
+        # dlsym on the extension's handle also searches the libraries it links. PyDLL
+        # keeps the GIL: releasing it costs more than the hash of a key.
+        function = ctypes.PyDLL(confluent_kafka.cimpl.__file__).rd_kafka_msg_partitioner_murmur2
         function.restype = ctypes.c_int32
 
         def partition(key: bytes, partitions: int) -> int:

@@ -130,9 +130,6 @@ def run_workers(copier: WireCopier, shares: list[set[int]], parent_control: Any)
     count = len(shares)
     workers = []
     copier.close()  # sockets and the setup consumer stay with the parent
-    # A fork while another thread imports leaves that module's lock held forever in the
-    # child: the codec's background import must be over first.
-    copier.codec_import.join()
     for index, share in enumerate(shares):
         receive, send = context.Pipe(duplex=False)
         process = context.Process(

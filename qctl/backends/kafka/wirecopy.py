@@ -155,8 +155,8 @@ class WireCopier:
         #: Produce requests sent and not yet answered: (connection, correlation id).
         self.pending: list[tuple[Probe, int]] = []
         self.tally = BatchTally({})
-        # The record codec's package imports all of aiokafka (a second here): in the
-        # background, while the setup waits for the brokers.
+        # The record codec loads in the background, while the setup waits for the
+        # brokers.
         self.codec_import = threading.Thread(target=_import_codec, name="qctl-import", daemon=True)
         self.codec_import.start()
         self.bucket: TokenBucket | None = None
@@ -266,7 +266,8 @@ class WireCopier:
                 raise Handover("no such partition")
             partitions = [req.source.partition]
         self.takers = self._takers(partitions)
-        self._fence_workers()
+        if not req.first_run:
+            self._fence_workers()
         self.txn_coordinator = self._coordinator(req.transactional_id, 1)
         self._init_producer()
         committed = committed_offsets(self.backend, consumer, req, partitions)
@@ -368,6 +369,7 @@ class WireCopier:
         no open transaction of a killed worker holds the group's offsets."""
         from qctl.backends.kafka.copyworkers import MAX_WORKERS, worker_id
 
+        log.debug("fencing the worker ids of %s", self.request.transactional_id)
         for index in range(MAX_WORKERS):
             name = worker_id(self.request.transactional_id, index)
             self._producer_id(name, self._coordinator(name, 1))
@@ -390,6 +392,9 @@ class WireCopier:
         except BaseException:
             self.close()
             raise
+        # The codec is used from here on, and a fork while another thread imports would
+        # leave that module's lock held forever in the child.
+        self.codec_import.join()
         left = {p: self.ends[p] - self.positions[p] for p in self.active}
         shares = plan_shares(left, self.request.limit is not None)
         if len(shares) < 2:
@@ -877,9 +882,34 @@ _NO_ROUTE = object()
 
 
 def _import_codec() -> None:
-    import importlib
+    """aiokafka's record codec, without the rest of aiokafka.
 
-    importlib.import_module("aiokafka.record.default_records")
+    Importing a submodule runs its package's ``__init__`` first, and aiokafka's imports
+    all its asyncio clients: about three times the codec's own cost, paid by every copy.
+    The package goes into ``sys.modules`` uninitialised, with a module ``__getattr__``
+    (PEP 562) that runs its ``__init__`` on first use of a name it lacks: a later
+    ``from aiokafka import ...`` elsewhere still gets the whole package.
+    """
+    import importlib
+    import importlib.util
+    import sys
+
+    codec = "aiokafka.record.default_records"
+    spec = None if "aiokafka" in sys.modules else importlib.util.find_spec("aiokafka")
+    loader = spec.loader if spec is not None else None
+    if spec is None or loader is None:
+        importlib.import_module(codec)
+        return
+    package = importlib.util.module_from_spec(spec)
+
+    def complete(name: str) -> Any:
+        del package.__dict__["__getattr__"]
+        loader.exec_module(package)
+        return getattr(package, name)
+
+    package.__getattr__ = complete  # type: ignore[method-assign]
+    sys.modules["aiokafka"] = package
+    importlib.import_module(codec)
 
 
 def _worst(payload: bytes) -> int:
