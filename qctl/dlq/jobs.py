@@ -514,7 +514,12 @@ def _raw_redrive(rules: RedriveRules, parking_topic: str | None) -> RawMapper:
         parking = {p: RawRoute(parking_topic, None, p) for p in range(1024)}
 
     def decide(headers: list[tuple[str, bytes | None]], partition: int, offset: int) -> Any:
-        key = tuple([h for h in headers if h[0] in routing])
+        # A loop, not a comprehension: most messages have one such header, and this
+        # runs for every message.
+        key: tuple[tuple[str, bytes | None], ...] = ()
+        for h in headers:
+            if h[0] in routing:
+                key += (h,)
         hit = cache.get(key)
         if hit is None:
             hit = _decision(rules, parking_topic, key, job_id, empty)

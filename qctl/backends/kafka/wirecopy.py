@@ -796,19 +796,23 @@ class _RawTaker:
         tally = copier.tally
         decide = self.decide
         p = self.partition
-        source = copier.topic
-        targets = copier.targets
         write = copier.write
         per_target = tally.per_target
         routed = 0
-        #: Routed records counted by topic in runs (one topic, mostly).
-        last_topic: str | None = None
-        last_count = 0
         stopped_at: int | None = None
-        #: The last route object and its target: a mapper returns one object for
-        #: every record of an origin.
+        #: The route of the last routed record, and what it resolved to: a mapper
+        #: returns one object for every record of an origin, so a run of records
+        #: with the same route skips all lookups but the key's partition.
         last_route: Any = _NO_ROUTE
         target: Any = None
+        topic = ""
+        route_headers: Any = None
+        route_partition: int | None = None
+        outs: list[OutBatch] = []
+        by_key: Any = None
+        cache: dict[bytes, int] = {}
+        #: Routed records of ``topic`` not yet added to ``per_target``.
+        count = 0
         for record in records_of(batch):
             offset = record.offset
             if offset < position:
@@ -820,62 +824,72 @@ class _RawTaker:
                 break
             headers = record.headers
             decision = decide(headers, p, offset)
-            if decision is last_route or type(decision) is RawRoute:
-                topic = decision.topic
-                if decision is not last_route:
-                    target = targets.get(topic) or copier.target_named(topic)
-                    last_route = decision if target is not None else _NO_ROUTE
-                if target is None:
-                    if copier.request.on_missing_topic != "keep":
-                        raise no_target(topic, copier.backend.bootstrap)
-                    decision = Rejected(missing_topic(topic))
-                else:
-                    if decision.headers is not None:
-                        headers = decision.headers
-                    partition = decision.partition
-                    if partition is None:  # by key, inline: the usual case
-                        key = record.key
-                        by_key = target.by_key
-                        if key is None:
-                            partition = by_key(None)
-                        else:
-                            partition = by_key.cache.get(key)
-                            if partition is None:
-                                partition = by_key.add(key)
-                        out = target.outs[partition]
-                        builder = out.builder
-                        if builder is None:
-                            builder = out.builder = new_builder()
-                        ts = record.timestamp
-                        if builder.append(out.count, ts, key, record.value, headers) is None:
-                            copier.send(target, partition, out)
-                            append(out, record, headers)
-                        else:
-                            out.count += 1
-                    else:
-                        write(target, partition, record, headers)
-                    routed += 1
-                    if topic == last_topic:
-                        last_count += 1
-                    else:
-                        if last_topic is not None:
-                            per_target[last_topic] = per_target.get(last_topic, 0) + last_count
-                        last_topic, last_count = topic, 1
+            if decision is not last_route:
+                if type(decision) is not RawRoute or (found := self._resolve(decision)) is None:
+                    self._not_routed(decision, record, headers)
                     continue
-            if type(decision) is Rejected:
-                tally.rejected[decision.reason] = tally.rejected.get(decision.reason, 0) + 1
-                decision = KEEP
-            if decision == SKIP:
-                tally.skipped += 1
-            else:  # KEEP: back to the end of its own partition, unchanged
-                own = copier.target_named(source)
-                assert own is not None
-                write(own, p, record, headers)
-                tally.kept += 1
-        if last_topic is not None:
-            per_target[last_topic] = per_target.get(last_topic, 0) + last_count
+                if decision.topic != topic:
+                    if count:
+                        per_target[topic] = per_target.get(topic, 0) + count
+                    topic, count = decision.topic, 0
+                last_route, target = decision, found
+                route_headers, route_partition = decision.headers, decision.partition
+                outs, by_key = target.outs, target.by_key
+                cache = by_key.cache
+            if route_headers is not None:
+                headers = route_headers
+            if route_partition is None:  # by key, inline: the usual case
+                key = record.key
+                if key is None:
+                    partition = by_key(None)
+                else:
+                    partition = cache.get(key)
+                    if partition is None:
+                        partition = by_key.add(key)
+                out = outs[partition]
+                builder = out.builder
+                if builder is None:
+                    builder = out.builder = new_builder()
+                if builder.append(out.count, record.timestamp, key, record.value, headers) is None:
+                    copier.send(target, partition, out)
+                    append(out, record, headers)
+                else:
+                    out.count += 1
+            else:
+                write(target, route_partition, record, headers)
+            routed += 1
+            count += 1
+        if count:
+            per_target[topic] = per_target.get(topic, 0) + count
         tally.routed += routed
         return routed, stopped_at
+
+    def _resolve(self, route: RawRoute) -> _Target | None:
+        """The target of ``route``; None when its topic is missing and the request keeps
+        such messages (else the copy stops)."""
+        copier = self.copier
+        target = copier.targets.get(route.topic) or copier.target_named(route.topic)
+        if target is None and copier.request.on_missing_topic != "keep":
+            raise no_target(route.topic, copier.backend.bootstrap)
+        return target
+
+    def _not_routed(self, decision: Any, record: Any, headers: Any) -> None:
+        """A record that stays: rejected (counted by reason) or kept, written back to
+        the end of its own partition unchanged; or skipped."""
+        copier = self.copier
+        tally = copier.tally
+        if type(decision) is RawRoute:  # to a missing topic
+            decision = Rejected(missing_topic(decision.topic))
+        if type(decision) is Rejected:
+            tally.rejected[decision.reason] = tally.rejected.get(decision.reason, 0) + 1
+            decision = KEEP
+        if decision == SKIP:
+            tally.skipped += 1
+        else:
+            own = copier.target_named(copier.topic)
+            assert own is not None
+            copier.write(own, self.partition, record, headers)
+            tally.kept += 1
 
 
 _NO_ROUTE = object()
