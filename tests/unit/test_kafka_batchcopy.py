@@ -215,7 +215,8 @@ def test_librdkafkas_partitioner_is_found_and_agrees_with_murmur2() -> None:
     for _ in range(2000):
         key = rng.randbytes(rng.randrange(0, 40))
         partitions = rng.randrange(1, 500)
-        assert by_librdkafka(key, partitions) == (murmur2(key) & 0x7FFFFFFF) % partitions
+        found = by_librdkafka(None, key, len(key), partitions, None, None)
+        assert found == (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def test_the_codec_loads_without_aiokafkas_clients_which_still_load_on_demand() -> None:
