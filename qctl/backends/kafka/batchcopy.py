@@ -168,11 +168,11 @@ class Taken(NamedTuple):
 #: Takes the records of one record batch (its bytes) at offsets in [position, end), at
 #: most ``limit`` counted ones: (how many it counted, and the offset of the first record
 #: it left for the limit, or None).
-RecordTaker = Callable[[bytes, int, int, int], tuple[int, int | None]]
+RecordTaker = Callable[[bytes | memoryview, int, int, int], tuple[int, int | None]]
 
 
 def copy_partition(
-    records: bytes,
+    records: bytes | memoryview,
     position: int,
     end: int,
     aborted: Sequence[tuple[int, int]],
@@ -260,14 +260,16 @@ def fixed_route(
     it). ``route`` is the target partition, or the partitioner that picks it by key;
     ``full`` is called with a batch that reached ``BATCH_BYTES`` (and must empty it)."""
 
-    def take(batch: bytes, position: int, end: int, limit: int) -> tuple[int, int | None]:
+    def take(
+        batch: bytes | memoryview, position: int, end: int, limit: int
+    ) -> tuple[int, int | None]:
         return _copy_records(batch, position, end, limit, header, route, outs, full)
 
     return take
 
 
 def _copy_records(
-    batch: bytes,
+    batch: bytes | memoryview,
     position: int,
     end: int,
     limit: int,
@@ -327,7 +329,7 @@ def append(out: OutBatch, record: Any, headers: list[Any]) -> bool:
     return True
 
 
-def records_of(batch: bytes) -> Any:
+def records_of(batch: bytes | memoryview) -> Any:
     """The records of one record batch, decoded (gzip too)."""
     from aiokafka.record.default_records import DefaultRecordBatch
 

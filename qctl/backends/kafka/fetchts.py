@@ -245,10 +245,13 @@ class FetchedPartition(NamedTuple):
     high_watermark: int
     last_stable: int
     aborted: list[tuple[int, int]]
-    records: bytes
+    #: A view into the answer when it was received as one (``Probe.receive_view``).
+    records: bytes | memoryview
 
 
-def decode_fetch_response(payload: bytes) -> dict[tuple[str, int], FetchedPartition]:
+def decode_fetch_response(
+    payload: bytes | memoryview,
+) -> dict[tuple[str, int], FetchedPartition]:
     out: dict[tuple[str, int], FetchedPartition] = {}
     try:
         pos = 8  # correlation id, throttle time
@@ -328,7 +331,8 @@ def read_positions(
                 continue
             end = part.last_stable if read_committed and part.last_stable >= 0 else None
             end = part.high_watermark if end is None else end
-            found = answer_partition(part.records, asked, end, part.aborted, read_committed)
+            records = bytes(part.records)  # already bytes here: no copy
+            found = answer_partition(records, asked, end, part.aborted, read_committed)
             for offset, what in found.items():
                 out[(topic, partition, offset)] = what
     return out

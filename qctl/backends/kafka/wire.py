@@ -402,12 +402,12 @@ def encode_offset_fetch_request(correlation_id: int, group_id: str) -> bytes:
     return request_header_v1(OFFSET_FETCH, 5, correlation_id) + body
 
 
-def read_topic_header(payload: bytes, pos: int) -> tuple[str, int, int]:
+def read_topic_header(payload: bytes | memoryview, pos: int) -> tuple[str, int, int]:
     """A topic's name and the length of its partition array in a classic (non-flexible)
     answer: (name, count, the position after them). Raises struct.error when cut off."""
     (size,) = _INT16.unpack_from(payload, pos)
     pos += 2
-    topic = payload[pos : pos + max(size, 0)].decode("utf-8", "replace")
+    topic = str(payload[pos : pos + max(size, 0)], "utf-8", "replace")
     pos += max(size, 0)
     (count,) = _INT32.unpack_from(payload, pos)
     return topic, max(count, 0), pos + 4
@@ -590,6 +590,9 @@ class Probe:
         return [decode_offset_fetch_response(a) for a in answers]
 
     def _recv(self, n: int) -> bytes:
+        return bytes(self._recv_view(n))
+
+    def _recv_view(self, n: int) -> memoryview:
         buffer = bytearray(n)
         view = memoryview(buffer)
         got = 0
@@ -598,7 +601,7 @@ class Probe:
             if not chunk:
                 raise WireError("connection closed by the broker")
             got += chunk
-        return bytes(buffer)
+        return view
 
     def renew(self, timeout: float) -> None:
         """Give the connection ``timeout`` more seconds from now (for one that lives for
@@ -623,13 +626,18 @@ class Probe:
     def receive(self, correlation: int) -> bytes:
         """The answer to the oldest request ``send`` sent and nobody received yet, which
         must be ``correlation``."""
+        return bytes(self.receive_view(correlation))
+
+    def receive_view(self, correlation: int) -> memoryview:
+        """``receive``, without copying the answer into a bytes object: for Fetch
+        answers of megabytes, whose record batches are read in place."""
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise WireError("timed out")
         self.sock.settimeout(remaining)
         try:
             (size,) = _INT32.unpack(self._recv(4))
-            answer = self._recv(size)
+            answer = self._recv_view(size)
         except (OSError, struct.error) as exc:
             raise WireError(str(exc)) from exc
         if answer[:4] != _INT32.pack(correlation):

@@ -592,7 +592,8 @@ class WireCopier:
             sent.append((conn, conn.send(make)))
         out: dict[int, Any] = {}
         for conn, correlation in sent:
-            for (topic, p), part in decode_fetch_response(conn.receive(correlation)).items():
+            answer = conn.receive_view(correlation)
+            for (topic, p), part in decode_fetch_response(answer).items():
                 if topic == self.topic:
                     out[p] = part
         return out
@@ -791,7 +792,9 @@ class _RawTaker:
         assert copier.request.raw_mapper is not None
         self.decide = copier.request.raw_mapper
 
-    def __call__(self, batch: bytes, position: int, end: int, limit: int) -> tuple[int, int | None]:
+    def __call__(
+        self, batch: bytes | memoryview, position: int, end: int, limit: int
+    ) -> tuple[int, int | None]:
         copier = self.copier
         tally = copier.tally
         decide = self.decide
