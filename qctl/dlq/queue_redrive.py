@@ -130,33 +130,23 @@ def run(
 
 def merged(first: QueueMoveReport, rest: RunResult | None) -> RunResult:
     """One run's result from the backend's loop and, after a handover, the mover's."""
-    counters = counters_of(first)
-    errors = dict(first.errors)
-    per_target = dict(first.per_target)
-    warnings = list(first.warnings)
-    if rest is None:
-        return RunResult(
-            counters=counters,
-            errors=errors,
-            per_target=per_target,
-            stopped=first.stopped,
-            problem=first.problem,
-            warnings=warnings,
-            checkpoint={},
-        )
-    counters.add(rest.counters)
-    for reason, n in rest.errors.items():
-        errors[reason] = errors.get(reason, 0) + n
-    for target, n in rest.per_target.items():
-        per_target[target] = per_target.get(target, 0) + n
-    warnings.extend(w for w in rest.warnings if w not in warnings)
-    return RunResult(
-        counters=counters,
-        errors=errors,
-        per_target=per_target,
-        stopped=rest.stopped,
-        problem=rest.problem,
-        warnings=warnings,
-        checkpoint=rest.checkpoint,
-        remaining=rest.remaining,
+    result = RunResult(
+        counters=counters_of(first),
+        errors=dict(first.errors),
+        per_target=dict(first.per_target),
+        stopped=first.stopped,
+        problem=first.problem,
+        warnings=list(first.warnings),
+        checkpoint={},
     )
+    if rest is None:
+        return result
+    result.counters.add(rest.counters)
+    for reason, n in rest.errors.items():
+        result.errors[reason] = result.errors.get(reason, 0) + n
+    for target, n in rest.per_target.items():
+        result.per_target[target] = result.per_target.get(target, 0) + n
+    result.warnings.extend(w for w in rest.warnings if w not in result.warnings)
+    result.stopped, result.problem = rest.stopped, rest.problem
+    result.checkpoint, result.remaining = rest.checkpoint, rest.remaining
+    return result

@@ -944,10 +944,12 @@ class BatchTally:
 
     def add_to(self, report: CopyProgress) -> None:
         """Count this committed transaction in ``report``."""
-        report.routed += self.routed
-        report.skipped += self.skipped
-        report.kept += self.kept
-        for topic, n in self.per_target.items():
-            report.per_target[topic] = report.per_target.get(topic, 0) + n
-        for reason, n in self.rejected.items():
-            report.rejected[reason] = report.rejected.get(reason, 0) + n
+        report.add(
+            CopyProgress(
+                routed=self.routed,
+                skipped=self.skipped,
+                kept=self.kept,
+                rejected=self.rejected,
+                per_target=self.per_target,
+            )
+        )
