@@ -9,10 +9,12 @@ from collections.abc import Iterator
 import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka import TopicPartition as KTP
+from confluent_kafka.admin import AdminClient
 
 from qctl.backends.base import BackendConfig
 from qctl.backends.capabilities.groups import Position, SupportsConsumerGroups, TopicPartition
 from qctl.backends.kafka import KafkaBackend
+from qctl.backends.kafka.groups import _state, _type
 from tests.oracles import kafka_tool
 
 BASE_TS = 1_700_000_000_000
@@ -145,3 +147,113 @@ def test_describe_an_active_group(
         assert sorted(desc.members[0].assignment) == [TopicPartition(topic, p) for p in range(3)]
     finally:
         consumer.close()
+
+
+def _admin_view(kafka: str, ids: list[str]) -> dict[str, tuple[object, ...]]:
+    """What librdkafka's admin client says of the groups: the oracle of the wire client."""
+    admin = AdminClient({"bootstrap.servers": kafka})
+    out: dict[str, tuple[object, ...]] = {}
+    for group, future in admin.describe_consumer_groups(ids, request_timeout=10).items():
+        d = future.result(timeout=15)
+        members = sorted(
+            (
+                m.member_id,
+                m.client_id,
+                m.host,
+                m.group_instance_id,
+                sorted(
+                    TopicPartition(tp.topic, tp.partition) for tp in m.assignment.topic_partitions
+                ),
+            )
+            for m in d.members
+        )
+        out[group] = (
+            _state(d.state),
+            _type(d.type),
+            d.partition_assignor or None,
+            d.coordinator.id,
+            d.is_simple_consumer_group,
+            members,
+        )
+    return out
+
+
+def test_groups_are_listed_and_described_as_librdkafka_does(
+    kafka: str, backend: KafkaBackend, topic: str, unique: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Classic, KIP-848, simple and missing groups, described by the wire client (not the
+    admin client: librdkafka issue #4605) exactly as librdkafka's admin client does."""
+    classic, new, simple, missing = (f"{unique}-{k}" for k in ("classic", "848", "simple", "no"))
+    commit(kafka, simple, {(topic, 0): 1})
+    consumers = [
+        Consumer(
+            {
+                "bootstrap.servers": kafka,
+                "group.id": classic,
+                "client.id": "inventory-svc",
+                "group.instance.id": f"{unique}-inv-1",
+            }
+        ),
+        Consumer(
+            {
+                "bootstrap.servers": kafka,
+                "group.id": new,
+                "client.id": "payment-svc",
+                "group.protocol": "consumer",
+            }
+        ),
+    ]
+    ids = [classic, new, simple, missing]
+    try:
+        for consumer in consumers:
+            consumer.subscribe([topic])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all(c.assignment() for c in consumers):
+            for consumer in consumers:
+                consumer.poll(0.1)
+        assert all(c.assignment() for c in consumers)
+        caplog.set_level("DEBUG", logger="qctl.backends.kafka.groups")
+        # Both views are read one after the other: a new-protocol group may still be
+        # reconciling in the first, so compare until they settle.
+        while True:
+            described = backend.describe_groups(ids)
+            wire = {
+                g: (
+                    d.state,
+                    d.type,
+                    d.assignor,
+                    d.coordinator,
+                    d.simple,
+                    sorted(
+                        (m.member_id, m.client_id, m.host, m.group_instance_id, m.assignment)
+                        for m in d.members
+                    ),
+                )
+                for g, d in described.items()
+            }
+            oracle = _admin_view(kafka, ids)
+            if wire == oracle or time.monotonic() > deadline:
+                break
+            for consumer in consumers:
+                consumer.poll(0.1)
+        assert wire == oracle
+        assert wire[classic][:2] == ("Stable", "classic")
+        assert wire[new][:2] == ("Stable", "consumer")
+        assert wire[simple][0] == "Empty" and wire[simple][4] is True
+        assert wire[missing][0] == "Dead"
+        assert wire[classic][5][0][3] == f"{unique}-inv-1"
+        assert [m[4] for m in wire[new][5]] == [[TopicPartition(topic, p) for p in range(3)]]
+
+        listed = {g.group_id: g for g in backend.list_groups() if g.group_id in ids}
+        admin = AdminClient({"bootstrap.servers": kafka})
+        expected = {
+            g.group_id: (_state(g.state), _type(g.type), g.is_simple_consumer_group)
+            for g in admin.list_consumer_groups(request_timeout=10).result(timeout=15).valid
+            if g.group_id in ids
+        }
+        assert {g: (x.state, x.type, x.simple) for g, x in listed.items()} == expected
+        assert sorted(listed) == sorted([classic, new, simple])
+        assert "through the admin client" not in caplog.text
+    finally:
+        for consumer in consumers:
+            consumer.close()

@@ -2,9 +2,10 @@
 
 librdkafka groups ListOffsets by partition leader, so each ``list_offsets`` call is one
 request per broker for all partitions. OffsetFetch takes one group per request in
-confluent-kafka; all of them are sent at once and awaited together. Committed offsets
-are fetched with qctl's own wire client where it can (``committed``: librdkafka's admin
-call crashes the process during a coordinator failover).
+confluent-kafka; all of them are sent at once and awaited together. Groups are listed
+and described, and their committed offsets fetched, with qctl's own wire client where it
+can (``coordinated``: librdkafka's admin calls for them crash the process during a
+coordinator failover or a broker outage).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from qctl.backends.capabilities.groups import (
     GroupDescription,
@@ -28,7 +29,11 @@ from qctl.backends.kafka.client import translate
 from qctl.backends.kafka.core import KafkaCore
 from qctl.errors import NotFoundError
 
+if TYPE_CHECKING:
+    from qctl.backends.kafka.coordinated import CoordinatedWire
+
 log = logging.getLogger(__name__)
+W = TypeVar("W", bound="CoordinatedWire")
 
 #: librdkafka's ConsumerGroupState names -> the names Kafka's own tools print.
 _STATES = {
@@ -69,6 +74,18 @@ class KafkaConsumerGroups(KafkaCore):
     _recent_metadata: tuple[float, Any] = (0.0, None)
 
     def list_groups(self) -> list[GroupListing]:
+        from qctl.backends.kafka.groupwire import GroupsWire, WireUnsupported
+
+        wire = self._wire(GroupsWire)
+        if wire is not None:
+            try:
+                listed, missing = wire.list_groups()
+            except WireUnsupported as exc:
+                log.debug("consumer groups listed through the admin client: %s", exc)
+            else:
+                for why in missing:
+                    log.warning("listing consumer groups was incomplete: %s", why)
+                return listed
         admin = self.admin()
         result = self._result(
             admin.list_consumer_groups(request_timeout=self.timeout), "list consumer groups"
@@ -89,9 +106,17 @@ class KafkaConsumerGroups(KafkaCore):
         )
 
     def describe_groups(self, group_ids: Iterable[str]) -> dict[str, GroupDescription]:
+        from qctl.backends.kafka.groupwire import GroupsWire, WireUnsupported
+
         ids = sorted(set(group_ids))
         if not ids:
             return {}
+        wire = self._wire(GroupsWire)
+        if wire is not None:
+            try:
+                return wire.describe(ids)
+            except WireUnsupported as exc:
+                log.debug("consumer groups described through the admin client: %s", exc)
         admin = self.admin()
         futures = admin.describe_consumer_groups(ids, request_timeout=self.timeout)
         out: dict[str, GroupDescription] = {}
@@ -157,25 +182,12 @@ class KafkaConsumerGroups(KafkaCore):
     def _committed_by_wire(
         self, ids: list[str]
     ) -> dict[str, dict[TopicPartition, int | None]] | None:
-        """Committed offsets through qctl's wire client (see ``committed``); None: use admin.
-
-        The wire client speaks PLAINTEXT and SSL, and logs in with SASL PLAIN or SCRAM;
-        GSSAPI and OAUTHBEARER contexts keep librdkafka's admin client (and with it
-        librdkafka issue #5040 during coordinator failovers).
-        """
+        """Committed offsets through qctl's wire client (see ``committed``); None: use admin."""
         from qctl.backends.kafka.committed import CommittedOffsetsFetcher, WireUnsupported
-        from qctl.backends.kafka.offsets import _bootstrap_addresses
-        from qctl.backends.kafka.wire import probe_security
 
-        security = probe_security(self.settings)
-        if security is None:
+        fetcher = self._wire(CommittedOffsetsFetcher)
+        if fetcher is None:
             return None
-        addresses = _bootstrap_addresses(self.bootstrap)
-        if not addresses:
-            return None
-        fetcher = CommittedOffsetsFetcher(
-            addresses, self.bootstrap, self.timeout, security.ssl_context, security.sasl
-        )
         try:
             raw = fetcher.fetch(ids)
         except WireUnsupported as exc:
@@ -185,6 +197,20 @@ class KafkaConsumerGroups(KafkaCore):
             group: {TopicPartition(t, p): offset for (t, p), offset in offsets.items()}
             for group, offsets in raw.items()
         }
+
+    def _wire(self, kind: type[W]) -> W | None:
+        """A wire client of ``kind`` for this context (see ``coordinated``), or None where
+        it cannot connect the way librdkafka would: GSSAPI and OAUTHBEARER contexts keep
+        librdkafka's admin client (and with it librdkafka issues #4605 and #5040 during
+        outages and failovers)."""
+        from qctl.backends.kafka.offsets import _bootstrap_addresses
+        from qctl.backends.kafka.wire import probe_security
+
+        security = probe_security(self.settings)
+        addresses = _bootstrap_addresses(self.bootstrap)
+        if security is None or not addresses:
+            return None
+        return kind(addresses, self.bootstrap, self.timeout, security.ssl_context, security.sasl)
 
     def topic_partitions(self, topics: Iterable[str]) -> dict[str, int]:
         wanted = set(topics)

@@ -1,0 +1,230 @@
+"""Requests to consumer-group coordinators over qctl's own wire client.
+
+librdkafka's admin calls that go to group coordinators can take the whole process down
+while the cluster fails over or is out: a segmentation fault when a coordinator answers
+OffsetFetch with a coordinator error (librdkafka issue #5040), and an abort on the
+assertion ``eonce->refcnt > 0`` when DescribeGroups or ListGroups requests time out
+(librdkafka issue #4605). The lag view refreshes both every few seconds, so an outage of
+a few seconds was enough. These requests are therefore sent here, on plain sockets, with
+what Kafka documents for those errors: find the coordinator again and retry, within the
+timeout.
+
+This module holds what the requests share: one connection per broker for all the groups
+of a call, the coordinator lookup (pipelined for many groups), the version checks and
+the retry loop. ``committed`` (OffsetFetch) and ``groupwire`` (ListGroups,
+DescribeGroups, ConsumerGroupDescribe) build on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from qctl.backends.kafka.wire import (
+    FIND_COORDINATOR,
+    Coordinator,
+    Probe,
+    WireAuthError,
+    WireError,
+    error_name,
+)
+from qctl.errors import AuthenticationError, OperationTimeout, QctlError, UnreachableError
+
+if TYPE_CHECKING:
+    from qctl.backends.kafka.sasl import SaslCredentials
+
+log = logging.getLogger(__name__)
+
+#: Coordinator errors after which asking the (new) coordinator again can succeed.
+RETRIABLE = {14, 15, 16}  # COORDINATOR_LOAD_IN_PROGRESS, _NOT_AVAILABLE, NOT_COORDINATOR
+_RETRY_PAUSE = 0.2
+
+Address = tuple[str, int]
+T = TypeVar("T")
+
+
+class WireUnsupported(Exception):
+    """The wire client cannot do this here (an old broker, a refused SASL login, a TLS
+    refusal): the caller uses librdkafka's admin client, which explains a refusal best."""
+
+
+class GroupRefused(Exception):
+    """A coordinator answered a group's request with a final (not retriable) error."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(error_name(code))
+        self.code = code
+
+
+class CoordinatedWire:
+    """Connections to a cluster's brokers for one call, bounded by one timeout."""
+
+    def __init__(
+        self,
+        addresses: list[Address],
+        bootstrap: str,
+        timeout: float,
+        ssl_context: ssl.SSLContext | None = None,
+        sasl: SaslCredentials | None = None,
+    ) -> None:
+        self.addresses = addresses
+        self.bootstrap = bootstrap
+        self.timeout = timeout
+        self.ssl_context = ssl_context
+        self.sasl = sasl
+        self.deadline = time.monotonic() + timeout
+        self._probes: dict[Address, Probe] = {}
+        self._versions: dict[tuple[Address, int], int] = {}
+        #: The node id of each coordinator found, by address.
+        self.nodes: dict[Address, int] = {}
+
+    def close(self) -> None:
+        for probe in self._probes.values():
+            probe.sock.close()
+        self._probes.clear()
+        self._versions.clear()
+
+    # -- coordinators ----------------------------------------------------------------------
+    def coordinators(self, ids: list[str]) -> dict[Address, list[str]]:
+        """The groups whose coordinator the first broker to answer named, by coordinator:
+        one pipelined round trip for all of them. Groups left out go the one-group way."""
+        for address in self.addresses:
+            try:
+                probe = self.probe(address)
+                version = self.version(probe, address, FIND_COORDINATOR, 1, 4)
+                answers = probe.find_coordinators(ids, version)
+            except WireError as exc:
+                self.drop(address)
+                log.debug("pipelined FindCoordinator at %s:%s: %s", *address, exc)
+                continue
+            by_coordinator: dict[Address, list[str]] = {}
+            for group, found in zip(ids, answers, strict=True):
+                if found.error_code == 0:
+                    self.nodes[(found.host, found.port)] = found.node_id
+                    by_coordinator.setdefault((found.host, found.port), []).append(group)
+            return by_coordinator
+        return {}
+
+    def per_group(self, group_id: str, ask: Callable[[Probe, Address], T], what: str) -> T:
+        """``ask`` the group's coordinator, finding it again and retrying while the answer
+        is a coordinator error (``GroupRefused`` with a ``RETRIABLE`` code) or no broker
+        answers, until the deadline. ``what`` names the request in errors."""
+        last = "no broker answered"
+        reached = False
+        while True:
+            coordinator, why = self._find(group_id)
+            reached = reached or coordinator is not None or why != "unreachable"
+            if coordinator is not None:
+                address = (coordinator.host, coordinator.port)
+                try:
+                    return ask(self.probe(address), address)
+                except WireError as exc:
+                    self.drop(address)
+                    last = f"coordinator {coordinator.host}:{coordinator.port}: {exc}"
+                except GroupRefused as exc:
+                    if exc.code not in RETRIABLE:
+                        raise group_error(group_id, exc.code, self.bootstrap, what) from None
+                    last = str(exc)
+                    log.debug("group %s: %s, asking again", group_id, last)
+            elif why != "unreachable":
+                last = why
+            if time.monotonic() >= self.deadline - _RETRY_PAUSE:
+                if not reached:
+                    raise UnreachableError(
+                        f"kafka at {self.bootstrap} is unreachable: {last}",
+                        "check bootstrap_servers and that the cluster is running",
+                    )
+                raise OperationTimeout(
+                    f"kafka at {self.bootstrap} did not answer the {what} of group "
+                    f"{group_id!r} within {self.timeout:g}s ({last})",
+                    "raise --timeout or check the cluster's health",
+                )
+            time.sleep(_RETRY_PAUSE)
+
+    def _find(self, group_id: str) -> tuple[Coordinator | None, str]:
+        """The group's coordinator, or None and why ("unreachable" if no broker answered)."""
+        why = "unreachable"
+        for address in self.addresses:
+            try:
+                probe = self.probe(address)
+                version = self.version(probe, address, FIND_COORDINATOR, 1, 4)
+                found = probe.find_coordinator(group_id, version)
+            except WireError as exc:
+                self.drop(address)
+                log.debug("FindCoordinator at %s:%s: %s", *address, exc)
+                continue
+            if found.error_code == 0:
+                self.nodes[(found.host, found.port)] = found.node_id
+                return found, ""
+            why = f"{error_name(found.error_code)} {found.error_message or ''}".strip()
+            if found.error_code not in RETRIABLE:
+                raise group_error(group_id, found.error_code, self.bootstrap, "coordinator")
+        return None, why
+
+    # -- connections -----------------------------------------------------------------------
+    def probe(self, address: Address) -> Probe:
+        probe = self._probes.get(address)
+        if probe is None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise WireError("timed out")
+            try:
+                probe = Probe(*address, left, self.ssl_context, self.sasl)
+            except WireAuthError as exc:
+                raise WireUnsupported(str(exc)) from None
+            except WireError as exc:
+                if _tls_refusal(exc.__cause__):
+                    raise WireUnsupported(str(exc)) from None
+                raise
+            self._probes[address] = probe
+        return probe
+
+    def version(self, probe: Probe, address: Address, api_key: int, low: int, high: int) -> int:
+        """The highest version of ``api_key`` in ``low..high`` the broker speaks; raises
+        ``WireUnsupported`` when it speaks none of them."""
+        version = self._versions.get((address, api_key))
+        if version is None:
+            broker_low, broker_high = probe.api_versions().api_keys.get(api_key, (0, -1))
+            version = min(high, broker_high)
+            if version < max(low, broker_low):
+                raise WireUnsupported(
+                    f"API {api_key} v{low}-v{high} is not supported by {address[0]}:{address[1]}"
+                )
+            self._versions[(address, api_key)] = version
+        return version
+
+    def supports(self, probe: Probe, address: Address, api_key: int, low: int, high: int) -> bool:
+        try:
+            self.version(probe, address, api_key, low, high)
+        except WireUnsupported:
+            return False
+        return True
+
+    def drop(self, address: Address) -> None:
+        probe = self._probes.pop(address, None)
+        for key in [k for k in self._versions if k[0] == address]:
+            del self._versions[key]
+        if probe is not None:
+            probe.sock.close()
+
+
+def _tls_refusal(cause: BaseException | None) -> bool:
+    """Whether a failed connect was the TLS handshake refusing (a certificate, a
+    protocol), not a connection that dropped while a broker restarts."""
+    if not isinstance(cause, ssl.SSLError):
+        return False
+    return not isinstance(cause, ssl.SSLEOFError | ssl.SSLZeroReturnError | ssl.SSLSyscallError)
+
+
+def group_error(group_id: str, code: int, bootstrap: str, what: str) -> QctlError:
+    if code == 30:
+        return AuthenticationError(
+            f"kafka at {bootstrap} refused access to group {group_id!r}",
+            "check the ACLs of the user",
+        )
+    return QctlError(
+        f"kafka at {bootstrap} refused the {what} of group {group_id!r}: {error_name(code)}"
+    )
