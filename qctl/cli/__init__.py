@@ -253,6 +253,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         code = ExitCode.FAILED
     _flush()
+    if argv is None:  # the process's own entry point: nothing runs after it
+        from qctl.exiting import end_process
+
+        end_process(code)
     sys.exit(code)
 
 

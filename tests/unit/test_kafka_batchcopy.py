@@ -190,6 +190,18 @@ def test_records_go_to_the_partition_of_their_key() -> None:
             assert target == (murmur2(r.key) & 0x7FFFFFFF) % 4
 
 
+def test_more_keys_than_the_cache_holds_keep_their_partitions() -> None:
+    from qctl.backends.kafka.batchcopy import CACHED_KEYS
+
+    route = KeyPartitioner(7)
+    keys = [f"order-{i % (CACHED_KEYS * 3)}".encode() for i in range(CACHED_KEYS * 6)]
+    for key in keys:
+        found = route.cache.get(key)
+        assert (found if found is not None else route.add(key)) == route(key)
+        assert route(key) == (murmur2(key) & 0x7FFFFFFF) % 7
+        assert len(route.cache) <= CACHED_KEYS
+
+
 def test_full_batches_are_sealed_as_they_fill() -> None:
     sink = Sink()
     big = DefaultRecordBatchBuilder(2, 0, 0, -1, -1, -1, 1 << 24)

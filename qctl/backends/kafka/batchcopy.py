@@ -100,6 +100,10 @@ def _partitioner() -> Partitioner:
     return _by_murmur2[0]
 
 
+#: Keys whose partition a ``KeyPartitioner`` remembers.
+CACHED_KEYS = 4096
+
+
 class KeyPartitioner:
     """A record's target partition by key, as librdkafka's ``murmur2_random`` picks it:
     murmur2 of the key, or a random partition for a record without one. Keys repeat
@@ -120,9 +124,11 @@ class KeyPartitioner:
 
     def add(self, key: bytes) -> int:
         """The partition of a key that is not cached yet (a copy's hot loop looks the
-        cache up itself and calls this on a miss)."""
+        cache up itself and calls this on a miss). The cache stays small: the keys that
+        repeat (an order's events) mostly come close together, and inserting into a
+        dictionary of a million distinct keys costs more than hashing the key again."""
         cache = self.cache
-        if len(cache) >= 1_000_000:
+        if len(cache) >= CACHED_KEYS:
             cache.clear()
         found = cache[key] = self._hash(None, key, len(key), self.partitions, None, None)
         return found
