@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from qctl.backends.base import require
 from qctl.backends.capabilities.messaging import ConsumeRequest, ProduceOptions, SupportsProduce
@@ -33,7 +33,6 @@ from qctl.backends.capabilities.transactions import (
     RawRoute,
     SupportsTransactionalCopy,
 )
-from qctl.dlq import queue_redrive
 from qctl.dlq.access import BackendFor, Dlq, Window, read_messages
 from qctl.dlq.provenance import (
     H_ORIGINAL_PARTITION,
@@ -47,13 +46,17 @@ from qctl.dlq.provenance import (
 from qctl.dlq.routing import H_PARKED_BY, ORIGIN_UNKNOWN, UNKNOWN, RedriveRules
 from qctl.dlq.selection import Selection
 from qctl.errors import QctlError, UsageError
-from qctl.jobs.lanes import ArchiveLane, DiscardLane, Lane, ProduceLane, RejectLane, Report
 from qctl.jobs.model import AT_LEAST_ONCE, EXACTLY_ONCE, Counters, Job
-from qctl.jobs.mover import Decision, Mover, MoveStats, Route
 from qctl.jobs.runner import JobRun, RunResult
-from qctl.jobs.sources import FileSource, MoveSource, SessionSource
 from qctl.messages import Message
 from qctl.refs import Ref, parse_ref
+
+if TYPE_CHECKING:
+    # The at-least-once mover and its parts: a Kafka redrive (the exactly-once copy)
+    # does not load them.
+    from qctl.jobs.lanes import Lane, Report
+    from qctl.jobs.mover import Decision, MoveStats
+    from qctl.jobs.sources import FileSource, MoveSource
 
 #: Extra deliveries a queue DLQ may hold unacknowledged (failed or not selected) beyond
 #: the window before a run stops.
@@ -152,6 +155,8 @@ def dry_run(dlq: Dlq, opts: DlqJobOptions, max_messages: int | None = None) -> l
     select = Selection.of(opts.where, None, dlq.ref.backend)
     groups: dict[tuple[str, str, str], RouteCount] = {}
     if opts.from_file:
+        from qctl.jobs.sources import FileSource
+
         messages = FileSource(Path(opts.from_file))
         session = None
     else:
@@ -212,6 +217,9 @@ def run_dlq_job(job: Job, backend_for: BackendFor, run: JobRun, timeout: float) 
     dlq = Dlq(opts.dlq, backend_for)
     if job.kind == "redrive" and job.guarantee == EXACTLY_ONCE:
         return _transactional_redrive(job, dlq, opts, run)
+    from qctl.dlq import queue_redrive
+    from qctl.jobs.mover import Route
+
     select = Selection.of(opts.where, opts.older_than, dlq.ref.backend)
     backend = dlq.ref.backend
     own_loop = None  # the rules of a redrive the backend moves itself
@@ -281,6 +289,8 @@ def run_dlq_job(job: Job, backend_for: BackendFor, run: JobRun, timeout: float) 
 def _lane_factory(
     backend_for: BackendFor, opts: DlqJobOptions, timeout: float
 ) -> Callable[[Hashable, Report], Lane]:
+    from qctl.jobs.lanes import ArchiveLane, DiscardLane, ProduceLane, RejectLane
+
     def make(key: Hashable, report: Report) -> Lane:
         kind = cast(tuple[Any, ...], key)[0]
         if kind == "produce":
@@ -313,6 +323,9 @@ def _move(
     selective: bool,
     timeout: float,
 ) -> RunResult:
+    from qctl.jobs.mover import Mover, Route
+    from qctl.jobs.sources import FileSource, SessionSource
+
     keep_route = None
     hold_limit: int | None = None
     on_log_failure = "keep"

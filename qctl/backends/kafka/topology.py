@@ -19,25 +19,24 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qctl.backends.capabilities.topology import (
-    KAFKA_OWNERS_TOPIC,
-    ChangeResult,
-    LiveTopic,
-    LiveTopology,
-    OwnerRecord,
-    Progress,
-    TopicSpec,
-    TopologyChange,
-    TopologyQuery,
-)
 from qctl.backends.kafka.core import KafkaCore
 from qctl.errors import OperationTimeout, QctlError
 
+if TYPE_CHECKING:
+    from qctl.backends.capabilities.topology import (
+        ChangeResult,
+        LiveTopology,
+        OwnerRecord,
+        Progress,
+        TopicSpec,
+        TopologyChange,
+        TopologyQuery,
+    )
+
 log = logging.getLogger(__name__)
 
-OWNERS_TOPIC = KAFKA_OWNERS_TOPIC
 #: Broker-level synonyms in other units than the topic config (hours vs ms).
 _UNIT_SYNONYM_SUFFIXES = (".hours", ".minutes")
 
@@ -50,6 +49,8 @@ class KafkaTopologyAdmin(KafkaCore):
 
     # -- reading ---------------------------------------------------------------------------
     def topology_describe(self, query: TopologyQuery) -> LiveTopology:
+        from qctl.backends.capabilities.topology import LiveTopic, LiveTopology, TopicSpec
+
         self.admin()
         metadata = self.wait_for_metadata()
         live = LiveTopology(backend=self.name, scope="")
@@ -159,6 +160,8 @@ class KafkaTopologyAdmin(KafkaCore):
     def topology_apply(
         self, scope: str | None, changes: Sequence[TopologyChange], progress: Progress | None
     ) -> list[ChangeResult]:
+        from qctl.backends.capabilities.topology import ChangeResult
+
         results: list[ChangeResult] = []
         topics = [c for c in changes if c.kind == "topic"]
         for change in changes:
@@ -210,6 +213,8 @@ class KafkaTopologyAdmin(KafkaCore):
             ResourceType,
         )
 
+        from qctl.backends.capabilities.topology import ChangeResult
+
         admin = self.admin()
         errors: dict[str, list[str]] = {c.name: [] for c in changes}
         grow = []
@@ -248,6 +253,8 @@ class KafkaTopologyAdmin(KafkaCore):
         ]
 
     def _topo_delete(self, changes: list[TopologyChange]) -> list[ChangeResult]:
+        from qctl.backends.capabilities.topology import ChangeResult
+
         allowed = [c for c in changes if not c.messages or c.force]
         results = [
             ChangeResult(c, False, f"holds {c.messages} message(s) and deletion was not forced")
@@ -266,6 +273,8 @@ class KafkaTopologyAdmin(KafkaCore):
         return results
 
     def _topo_outcome(self, change: TopologyChange, future: Any, what: str) -> ChangeResult:
+        from qctl.backends.capabilities.topology import ChangeResult
+
         try:
             self._result(future, what)
         except QctlError as exc:
@@ -282,6 +291,9 @@ class KafkaTopologyAdmin(KafkaCore):
 
     # -- ownership records -----------------------------------------------------------------
     def topology_owner_records(self, scope: str | None) -> list[OwnerRecord]:
+        from qctl.backends.capabilities.topology import KAFKA_OWNERS_TOPIC as OWNERS_TOPIC
+        from qctl.backends.capabilities.topology import OwnerRecord
+
         self.admin()
         metadata = self.wait_for_metadata()
         topic = metadata.topics.get(OWNERS_TOPIC)
@@ -362,6 +374,8 @@ class KafkaTopologyAdmin(KafkaCore):
     def topology_write_owner_record(self, record: OwnerRecord, delete: bool = False) -> None:
         from confluent_kafka import Producer
 
+        from qctl.backends.capabilities.topology import KAFKA_OWNERS_TOPIC as OWNERS_TOPIC
+
         self._topo_ensure_owners_topic()
         producer = Producer(self.client_config(**{"acks": "all", "enable.idempotence": True}))
         failures: list[str] = []
@@ -387,6 +401,8 @@ class KafkaTopologyAdmin(KafkaCore):
     def _topo_ensure_owners_topic(self) -> None:
         from confluent_kafka import KafkaError, KafkaException
         from confluent_kafka.admin import NewTopic
+
+        from qctl.backends.capabilities.topology import KAFKA_OWNERS_TOPIC as OWNERS_TOPIC
 
         admin = self.admin()
         metadata = self.wait_for_metadata()
