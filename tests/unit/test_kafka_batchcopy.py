@@ -242,7 +242,8 @@ def test_the_codec_loads_without_aiokafkas_clients_which_still_load_on_demand() 
             "import sys",
             "from qctl.backends.kafka.wirecopy import _import_codec",
             "_import_codec()",
-            "clients = ('aiokafka.client', 'aiokafka.producer')",
+            "clients = ('aiokafka.client', 'aiokafka.producer', 'aiokafka.util',",
+            "           'aiokafka.record.memory_records', 'aiokafka.record.default_records')",
             "print(sorted(m for m in clients if m in sys.modules))",
             "from qctl.backends.kafka.batchcopy import new_builder, records_of",
             "b = new_builder()",
@@ -253,6 +254,10 @@ def test_the_codec_loads_without_aiokafkas_clients_which_still_load_on_demand() 
             "import aiokafka",
             "print(AIOKafkaProducer.__name__, aiokafka.record.__name__,",
             "      bool(aiokafka.__version__))",
+            "from aiokafka.record import MemoryRecords",
+            "from aiokafka.record.default_records import DefaultRecordBatch",
+            "from qctl.backends.kafka.batchcopy import codec",
+            "print(MemoryRecords.__name__, DefaultRecordBatch is codec().DefaultRecordBatch)",
         ]
     )
     out = subprocess.run(
@@ -262,4 +267,5 @@ def test_the_codec_loads_without_aiokafkas_clients_which_still_load_on_demand() 
         "[]",
         "[(b'k', b'v', [('h', b'x')])]",
         "AIOKafkaProducer aiokafka.record True",
+        "MemoryRecords True",
     ]

@@ -286,7 +286,7 @@ def _copy_records(
 ) -> tuple[int, int | None]:
     """``fixed_route``'s taker: the hottest loop of a replay, so aiokafka's compiled
     record codec reads and writes the records."""
-    from aiokafka.record.default_records import DefaultRecordBatch
+    DefaultRecordBatch = codec().DefaultRecordBatch
 
     copied = 0
     name, template = header if header is not None else ("", b"")
@@ -337,16 +337,34 @@ def append(out: OutBatch, record: Any, headers: list[Any]) -> bool:
 
 def records_of(batch: bytes | memoryview) -> Any:
     """The records of one record batch, decoded (gzip too)."""
-    from aiokafka.record.default_records import DefaultRecordBatch
-
-    return DefaultRecordBatch(batch)
+    return codec().DefaultRecordBatch(batch)
 
 
 def new_builder() -> Any:
     """An empty transactional record batch (the producer state is set when sealed)."""
-    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+    return codec().DefaultRecordBatchBuilder(2, _CODEC_NONE, 1, -1, -1, -1, BATCH_BYTES)
 
-    return DefaultRecordBatchBuilder(2, _CODEC_NONE, 1, -1, -1, -1, BATCH_BYTES)
+
+#: aiokafka's compiled record codec, and its Python module that re-exports the same
+#: classes (or, on a build without extensions, its own).
+CODEC_MODULES = ("aiokafka.record._crecords.default_records", "aiokafka.record.default_records")
+_codec: list[Any] = []
+
+
+def codec() -> Any:
+    """The module of aiokafka's record classes, the compiled one where it is built."""
+    if not _codec:
+        import importlib
+
+        for name in CODEC_MODULES:
+            try:
+                _codec.append(importlib.import_module(name))
+                break
+            except ImportError:
+                continue
+        else:
+            raise ImportError("aiokafka's record codec is not installed")
+    return _codec[0]
 
 
 def header_spec(name: str, prefix: str) -> tuple[str, bytes]:

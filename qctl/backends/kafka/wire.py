@@ -499,7 +499,10 @@ class Probe:
     ) -> None:
         self.deadline = time.monotonic() + timeout
         try:
-            sock = socket.create_connection((host, port), timeout=timeout)
+            # An ASCII name as bytes (getaddrinfo takes both): a str is encoded with the
+            # "idna" codec, whose import alone costs about 10 ms.
+            name = host.encode("ascii") if host.isascii() else host
+            sock = socket.create_connection((name, port), timeout=timeout)  # type: ignore[arg-type]
             if ssl_context is not None:
                 sock = ssl_context.wrap_socket(sock, server_hostname=host)
         except (OSError, ssl.SSLError) as exc:

@@ -899,34 +899,52 @@ _NO_ROUTE = object()
 
 
 def _import_codec() -> None:
-    """aiokafka's record codec, without the rest of aiokafka.
+    """aiokafka's compiled record codec, without the rest of aiokafka; and librdkafka's
+    key hash, so that forked workers do not each load it.
 
-    Importing a submodule runs its package's ``__init__`` first, and aiokafka's imports
-    all its asyncio clients: about three times the codec's own cost, paid by every copy.
-    The package goes into ``sys.modules`` uninitialised, with a module ``__getattr__``
-    (PEP 562) that runs its ``__init__`` on first use of a name it lacks: a later
-    ``from aiokafka import ...`` elsewhere still gets the whole package.
+    Importing a submodule runs the ``__init__`` of every package above it: aiokafka's
+    imports all its asyncio clients, ``aiokafka.record``'s its Python record classes
+    (which import asyncio and ``packaging``), and ``_crecords``' every compiled module.
+    Together about five times the compiled codec's own cost, paid by every copy. So the
+    three packages go into ``sys.modules`` uninitialised, each with a module
+    ``__getattr__`` (PEP 562) that runs its ``__init__`` on first use of a name it
+    lacks: a later ``from aiokafka import ...`` elsewhere still gets the whole package.
     """
-    import importlib
     import importlib.util
     import sys
 
-    codec = "aiokafka.record.default_records"
-    spec = None if "aiokafka" in sys.modules else importlib.util.find_spec("aiokafka")
-    loader = spec.loader if spec is not None else None
-    if spec is None or loader is None:
-        importlib.import_module(codec)
-        return
-    package = importlib.util.module_from_spec(spec)
+    from qctl.backends.kafka.batchcopy import CODEC_MODULES, _partitioner, codec
 
-    def complete(name: str) -> Any:
+    if not any(name in sys.modules for name in CODEC_MODULES):
+        for name in ("aiokafka", "aiokafka.record", "aiokafka.record._crecords"):
+            if name in sys.modules:
+                continue  # imported whole already: left as it is
+            spec = importlib.util.find_spec(name)
+            if spec is None or spec.loader is None:
+                break
+            _install_bare(name, spec)
+    codec()
+    _partitioner()
+
+
+def _install_bare(name: str, spec: Any) -> None:
+    """``name``'s package in ``sys.modules``, its ``__init__`` deferred to first use."""
+    import importlib.util
+    import sys
+
+    package = importlib.util.module_from_spec(spec)
+    loader = spec.loader
+
+    def complete(attribute: str) -> Any:
         del package.__dict__["__getattr__"]
         loader.exec_module(package)
-        return getattr(package, name)
+        return getattr(package, attribute)
 
     package.__getattr__ = complete  # type: ignore[method-assign]
-    sys.modules["aiokafka"] = package
-    importlib.import_module(codec)
+    sys.modules[name] = package
+    parent, _, child = name.rpartition(".")
+    if parent:
+        setattr(sys.modules[parent], child, package)
 
 
 def _worst(payload: bytes) -> int:
