@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
 from qctl.backends.kafka.wire import (
@@ -91,15 +91,7 @@ class CoordinatedWire:
     def coordinators(self, ids: list[str]) -> dict[Address, list[str]]:
         """The groups whose coordinator the first broker to answer named, by coordinator:
         one pipelined round trip for all of them. Groups left out go the one-group way."""
-        for address in self.addresses:
-            try:
-                probe = self.probe(address)
-                version = self.version(probe, address, FIND_COORDINATOR, 1, 4)
-                answers = probe.find_coordinators(ids, version)
-            except WireError as exc:
-                self.drop(address)
-                log.debug("pipelined FindCoordinator at %s:%s: %s", *address, exc)
-                continue
+        for answers in self._lookups(ids, "pipelined FindCoordinator"):
             by_coordinator: dict[Address, list[str]] = {}
             for group, found in zip(ids, answers, strict=True):
                 if found.error_code == 0:
@@ -107,6 +99,20 @@ class CoordinatedWire:
                     by_coordinator.setdefault((found.host, found.port), []).append(group)
             return by_coordinator
         return {}
+
+    def _lookups(self, ids: list[str], what: str) -> Iterator[list[Coordinator]]:
+        """FindCoordinator for ``ids``, answered by one broker after another (the next
+        when the caller asks for more): a broker that fails is dropped and skipped."""
+        for address in self.addresses:
+            try:
+                probe = self.probe(address)
+                version = self.version(probe, address, FIND_COORDINATOR, 1, 4)
+                answers = probe.find_coordinators(ids, version)
+            except WireError as exc:
+                self.drop(address)
+                log.debug("%s at %s:%s: %s", what, *address, exc)
+                continue
+            yield answers
 
     def per_group(self, group_id: str, ask: Callable[[Probe, Address], T], what: str) -> T:
         """``ask`` the group's coordinator, finding it again and retrying while the answer
@@ -147,15 +153,7 @@ class CoordinatedWire:
     def _find(self, group_id: str) -> tuple[Coordinator | None, str]:
         """The group's coordinator, or None and why ("unreachable" if no broker answered)."""
         why = "unreachable"
-        for address in self.addresses:
-            try:
-                probe = self.probe(address)
-                version = self.version(probe, address, FIND_COORDINATOR, 1, 4)
-                found = probe.find_coordinator(group_id, version)
-            except WireError as exc:
-                self.drop(address)
-                log.debug("FindCoordinator at %s:%s: %s", *address, exc)
-                continue
+        for [found] in self._lookups([group_id], "FindCoordinator"):
             if found.error_code == 0:
                 self.nodes[(found.host, found.port)] = found.node_id
                 return found, ""

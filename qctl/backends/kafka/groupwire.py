@@ -155,18 +155,10 @@ def decode_describe_groups_response(
                 )
             )
         r.int32()  # authorized operations
-        out[group_id] = (
-            error,
-            GroupDescription(
-                group_id=group_id,
-                state=state,
-                members=members,
-                assignor=protocol or None,
-                coordinator=coordinator,
-                type="classic",
-                simple=not protocol_type,
-            ),
+        description = GroupDescription(
+            group_id, state, members, protocol or None, coordinator, "classic", not protocol_type
         )
+        out[group_id] = (error, description)
     return out
 
 
@@ -232,18 +224,10 @@ def decode_consumer_group_describe_response(
             members.append(GroupMember(member_id, client_id, host, instance, assignment))
         r.int32()  # authorized operations
         r.tagged_fields()
-        out[group_id] = (
-            error,
-            GroupDescription(
-                group_id=group_id,
-                state=state,
-                members=members,
-                assignor=assignor or None,
-                coordinator=coordinator,
-                type="consumer",
-                simple=False,
-            ),
+        description = GroupDescription(
+            group_id, state, members, assignor or None, coordinator, "consumer", False
         )
+        out[group_id] = (error, description)
     r.tagged_fields()
     return out
 
