@@ -96,11 +96,21 @@ def ensure_perf_test() -> Path | None:
     return libs
 
 
-def median_rounds(rounds: int, runs: dict[str, Callable[[], float]]) -> dict[str, float]:
+def median_rounds(
+    rounds: int, runs: dict[str, Callable[[], float]], warm_up: bool = False
+) -> dict[str, float]:
     """Run each measurement ROUNDS times, alternating the tools (so both see the same
-    machine load); the median msg/s of each."""
+    machine load); the median msg/s of each.
+
+    ``warm_up``: first run each tool once, not counted. A broker's JVM that just
+    started compiles its request paths while the first runs go on (a Kafka redrive right
+    after a broker start took about 2.9 s against about 1.8 s a round later), and the
+    tool that runs first would pay for it."""
     results: dict[str, list[float]] = {name: [] for name in runs}
     names = list(runs)
+    if warm_up:
+        for name in names:
+            say(f"  warm-up: {name}: {runs[name]():,.0f} msg/s (not counted)")
     for r in range(rounds):
         for name in names if r % 2 == 0 else list(reversed(names)):
             rate = runs[name]()

@@ -23,6 +23,8 @@ In one run, against the same brokers:
   the broker's work in a move.
 
 Each measurement runs ROUNDS times, alternating the tools; the median is reported.
+On Kafka each tool first runs once uncounted, so neither pays for a broker JVM that
+is still compiling its request paths.
 kcat comes from Debian (installed with apt-get when missing and run as root). What the
 benchmark creates is deleted afterwards.
 
@@ -127,7 +129,9 @@ def bench_kafka(args: argparse.Namespace, kcat: str) -> list[tuple[str, float, s
 
     say(f"kafka: redrive {n:,} x {args.size} B ({args.partitions} partitions)")
     try:
-        rates = median_rounds(args.rounds, {"qctl": qctl_redrive, "kcat pipe": kcat_pipe})
+        rates = median_rounds(
+            args.rounds, {"qctl": qctl_redrive, "kcat pipe": kcat_pipe}, warm_up=True
+        )
     finally:
         scratch.close()
     return [

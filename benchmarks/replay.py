@@ -11,6 +11,8 @@ replayed into a fresh topic, ROUNDS times each, alternating:
   lost), not exactly-once.
 
 Wall-clock time of each command, process start included; the median is reported.
+Each tool first runs once uncounted, so neither pays for a broker JVM that is still
+compiling its request paths.
 Target: qctl >= 0.5x the pipe. kcat comes from Debian (installed with apt-get when
 missing and run as root). Topics are deleted afterwards.
 
@@ -75,7 +77,9 @@ def main() -> None:
 
     say(f"kafka: replay {n:,} messages ({args.partitions} partitions)")
     try:
-        rates = median_rounds(args.rounds, {"qctl": qctl_replay, "kcat pipe": kcat_pipe})
+        rates = median_rounds(
+            args.rounds, {"qctl": qctl_replay, "kcat pipe": kcat_pipe}, warm_up=True
+        )
     finally:
         scratch.close()
     ratio = rates["qctl"] / rates["kcat pipe"]
