@@ -81,9 +81,8 @@ class CommittedOffsetsFetcher(CoordinatedWire):
         return self.per_group(group_id, ask, "offsets")
 
     def _check_version(self, probe: Probe, address: Address) -> None:
-        version = self.version(probe, address, OFFSET_FETCH, 0, _OFFSET_FETCH_VERSION)
-        if version != _OFFSET_FETCH_VERSION:
-            raise WireUnsupported(f"OffsetFetch v{_OFFSET_FETCH_VERSION} is not supported")
+        """Raises ``WireUnsupported`` where the broker does not speak OffsetFetch v5."""
+        self.version(probe, address, OFFSET_FETCH, _OFFSET_FETCH_VERSION, _OFFSET_FETCH_VERSION)
 
 
 def _offsets(group_id: str, partitions: dict[tuple[str, int], tuple[int, int]]) -> Offsets:
