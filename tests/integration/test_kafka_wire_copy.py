@@ -26,7 +26,7 @@ from qctl.backends.capabilities.transactions import (
     FixedRoute,
 )
 from qctl.backends.kafka import KafkaBackend
-from qctl.backends.kafka.wirecopy import ENV_SWITCH
+from qctl.backends.kafka.copy.wire_engine import ENV_SWITCH
 from qctl.refs import parse_ref
 from tests.integration.dlq_support import read_kafka
 

@@ -10,39 +10,37 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from qctl.backends.kafka.metadata_version import describe_level
-from qctl.backends.kafka.wire import (
-    WireError,
-    _compact_string,
-    _uvarint,
+from qctl.backends.kafka.wire.admin import (
     decode_api_versions_response,
     decode_describe_quorum_response,
     decode_offset_fetch_response,
     encode_api_versions_request,
     encode_offset_fetch_request,
 )
+from qctl.backends.kafka.wire.codec import WireError, compact_string, uvarint
 
 
 def api_versions_response(finalized_level: int, supported_max: int) -> bytes:
     keys = [(0, 0, 12), (18, 0, 4)]
-    body = struct.pack(">i", 7) + struct.pack(">h", 0) + _uvarint(len(keys) + 1)
+    body = struct.pack(">i", 7) + struct.pack(">h", 0) + uvarint(len(keys) + 1)
     for key, low, high in keys:
-        body += struct.pack(">hhh", key, low, high) + _uvarint(0)
+        body += struct.pack(">hhh", key, low, high) + uvarint(0)
     body += struct.pack(">i", 0)
     supported = (
-        _uvarint(2)
-        + _compact_string("metadata.version")
+        uvarint(2)
+        + compact_string("metadata.version")
         + struct.pack(">hh", 1, supported_max)
-        + _uvarint(0)
+        + uvarint(0)
     )
     finalized = (
-        _uvarint(2)
-        + _compact_string("metadata.version")
+        uvarint(2)
+        + compact_string("metadata.version")
         + struct.pack(">hh", finalized_level, finalized_level)
-        + _uvarint(0)
+        + uvarint(0)
     )
-    body += _uvarint(2)
-    body += _uvarint(0) + _uvarint(len(supported)) + supported
-    body += _uvarint(2) + _uvarint(len(finalized)) + finalized
+    body += uvarint(2)
+    body += uvarint(0) + uvarint(len(supported)) + supported
+    body += uvarint(2) + uvarint(len(finalized)) + finalized
     return body
 
 
@@ -66,14 +64,14 @@ def test_request_frame_layout() -> None:
 
 
 def test_describe_quorum_response_is_decoded() -> None:
-    body = struct.pack(">i", 3) + _uvarint(0) + struct.pack(">h", 0)
-    body += _uvarint(2) + _compact_string("__cluster_metadata") + _uvarint(2)
+    body = struct.pack(">i", 3) + uvarint(0) + struct.pack(">h", 0)
+    body += uvarint(2) + compact_string("__cluster_metadata") + uvarint(2)
     body += struct.pack(">ihiiq", 0, 0, 2, 5, 100)
-    body += _uvarint(4)
+    body += uvarint(4)
     for replica in (1, 2, 3):
-        body += struct.pack(">iq", replica, 100) + _uvarint(0)
-    body += _uvarint(2) + struct.pack(">iq", 4, 90) + _uvarint(0)
-    body += _uvarint(0) + _uvarint(0) + _uvarint(0)
+        body += struct.pack(">iq", replica, 100) + uvarint(0)
+    body += uvarint(2) + struct.pack(">iq", 4, 90) + uvarint(0)
+    body += uvarint(0) + uvarint(0) + uvarint(0)
     quorum = decode_describe_quorum_response(body)
     assert quorum.leader_id == 2 and quorum.leader_epoch == 5
     assert quorum.voters == [1, 2, 3] and quorum.observers == [4]

@@ -10,19 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from qctl.backends.kafka.offsets import _bootstrap_addresses
-from qctl.backends.kafka.wire import (
+from qctl.backends.kafka.wire.admin import (
     FIND_COORDINATOR,
     OFFSET_DELETE,
-    WireError,
-    _compact_string,
-    _Reader,
-    _uvarint,
     decode_find_coordinator_response,
     decode_offset_delete_response,
     encode_find_coordinator_request,
     encode_offset_delete_request,
-    error_name,
 )
+from qctl.backends.kafka.wire.codec import Reader, WireError, compact_string, error_name, uvarint
 
 
 def s16(text: str) -> bytes:
@@ -32,7 +28,7 @@ def s16(text: str) -> bytes:
 
 def test_offset_delete_request_layout() -> None:
     frame = encode_offset_delete_request(7, "g1", {"orders": [0, 2], "pay": [1]})
-    r = _Reader(frame)
+    r = Reader(frame)
     assert (r.int16(), r.int16(), r.int32()) == (OFFSET_DELETE, 0, 7)
     assert r.string() == "qctl"  # client id; header v1 has no tagged fields
     assert r.string() == "g1"
@@ -70,7 +66,7 @@ def test_offset_delete_group_error_has_no_topics() -> None:
 @pytest.mark.parametrize("version", [1, 2])
 def test_find_coordinator_classic_versions(version: int) -> None:
     frame = encode_find_coordinator_request(3, "grp", version)
-    r = _Reader(frame)
+    r = Reader(frame)
     assert (r.int16(), r.int16(), r.int32(), r.string()) == (FIND_COORDINATOR, version, 3, "qctl")
     assert (r.string(), r.int8()) == ("grp", 0)
     response = (
@@ -86,19 +82,19 @@ def test_find_coordinator_classic_versions(version: int) -> None:
 
 def test_find_coordinator_v3_is_flexible_with_one_key() -> None:
     frame = encode_find_coordinator_request(3, "grp", 3)
-    r = _Reader(frame)
+    r = Reader(frame)
     assert (r.int16(), r.int16(), r.int32(), r.string()) == (FIND_COORDINATOR, 3, 3, "qctl")
     r.tagged_fields()
     assert (r.compact_string(), r.int8()) == ("grp", 0)
     response = (
         struct.pack(">i", 3)
-        + _uvarint(0)
+        + uvarint(0)
         + struct.pack(">ih", 0, 15)
-        + _compact_string("not yet")
+        + compact_string("not yet")
         + struct.pack(">i", -1)
-        + _compact_string("")
+        + compact_string("")
         + struct.pack(">i", -1)
-        + _uvarint(0)
+        + uvarint(0)
     )
     found = decode_find_coordinator_response(response, 3)
     assert found.error_code == 15 and found.error_message == "not yet"
@@ -106,28 +102,28 @@ def test_find_coordinator_v3_is_flexible_with_one_key() -> None:
 
 def test_find_coordinator_v4_batched() -> None:
     frame = encode_find_coordinator_request(5, "grp", 4)
-    r = _Reader(frame)
+    r = Reader(frame)
     assert (r.int16(), r.int16(), r.int32(), r.string()) == (FIND_COORDINATOR, 4, 5, "qctl")
     r.tagged_fields()
     assert r.int8() == 0
     assert [r.compact_string() for _ in range(r.compact_array_len())] == ["grp"]
     response = (
         struct.pack(">i", 5)
-        + _uvarint(0)
+        + uvarint(0)
         + struct.pack(">i", 0)
-        + _uvarint(2)
-        + _compact_string("grp")
+        + uvarint(2)
+        + compact_string("grp")
         + struct.pack(">i", 1)
-        + _compact_string("kafka-1")
+        + compact_string("kafka-1")
         + struct.pack(">ih", 9092, 0)
-        + _uvarint(0)  # null error message
-        + _uvarint(0)
-        + _uvarint(0)
+        + uvarint(0)  # null error message
+        + uvarint(0)
+        + uvarint(0)
     )
     found = decode_find_coordinator_response(response, 4)
     assert (found.node_id, found.host, found.port, found.error_code) == (1, "kafka-1", 9092, 0)
     assert found.error_message is None
-    empty = struct.pack(">i", 5) + _uvarint(0) + struct.pack(">i", 0) + _uvarint(1) + _uvarint(0)
+    empty = struct.pack(">i", 5) + uvarint(0) + struct.pack(">i", 0) + uvarint(1) + uvarint(0)
     with pytest.raises(WireError, match="no coordinator"):
         decode_find_coordinator_response(empty, 4)
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from qctl.backends.kafka.copy.transactional import KafkaTransactions
 from qctl.backends.kafka.deadletters import KafkaDeadLetters
 from qctl.backends.kafka.groups import KafkaConsumerGroups
 from qctl.backends.kafka.info import KafkaClusterInfo
 from qctl.backends.kafka.messaging import KafkaMessaging
 from qctl.backends.kafka.offsets import KafkaOffsetAdmin
 from qctl.backends.kafka.topology import KafkaTopologyAdmin
-from qctl.backends.kafka.transactions import KafkaTransactions
 
 
 class KafkaBackend(

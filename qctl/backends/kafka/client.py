@@ -92,7 +92,7 @@ def ssl_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 def _diagnose_tls(target: str) -> tuple[str, str] | None:
     """Why the TLS handshake with the first bootstrap server fails, in plain words."""
-    from qctl.backends.kafka.wire import ssl_context_from_settings
+    from qctl.backends.kafka.wire.config import ssl_context_from_settings
 
     settings = _SETTINGS_BY_TARGET.get(target)
     if settings is None:

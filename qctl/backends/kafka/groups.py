@@ -4,7 +4,7 @@ librdkafka groups ListOffsets by partition leader, so each ``list_offsets`` call
 request per broker for all partitions. OffsetFetch takes one group per request in
 confluent-kafka; all of them are sent at once and awaited together. Groups are listed
 and described, and their committed offsets fetched, with qctl's own wire client where it
-can (``coordinated``: librdkafka's admin calls for them crash the process during a
+can (``wire.coordinators``: librdkafka's admin calls for them crash the process during a
 coordinator failover or a broker outage).
 """
 
@@ -30,7 +30,7 @@ from qctl.backends.kafka.core import KafkaCore
 from qctl.errors import NotFoundError
 
 if TYPE_CHECKING:
-    from qctl.backends.kafka.coordinated import CoordinatedWire
+    from qctl.backends.kafka.wire.coordinators import CoordinatedWire
 
 log = logging.getLogger(__name__)
 W = TypeVar("W", bound="CoordinatedWire")
@@ -60,8 +60,8 @@ def _type(value: Any) -> str:
     return name.lower() if name else "unknown"
 
 
-#: From this many partitions on, their offsets (``listoffsets``) and the timestamps at
-#: positions in them (``fetchts``) are asked over the wire.
+#: From this many partitions on, their offsets (``wire.end_offsets``) and the timestamps at
+#: positions in them (``wire.timestamps``) are asked over the wire.
 WIRE_FROM = 100
 #: How old a metadata listing may be to find partition leaders by.
 RECENT_METADATA_SECONDS = 5.0
@@ -74,7 +74,7 @@ class KafkaConsumerGroups(KafkaCore):
     _recent_metadata: tuple[float, Any] = (0.0, None)
 
     def list_groups(self) -> list[GroupListing]:
-        from qctl.backends.kafka.groupwire import GroupsWire, WireUnsupported
+        from qctl.backends.kafka.wire.group_reads import GroupsWire, WireUnsupported
 
         wire = self._wire(GroupsWire)
         if wire is not None:
@@ -106,7 +106,7 @@ class KafkaConsumerGroups(KafkaCore):
         )
 
     def describe_groups(self, group_ids: Iterable[str]) -> dict[str, GroupDescription]:
-        from qctl.backends.kafka.groupwire import GroupsWire, WireUnsupported
+        from qctl.backends.kafka.wire.group_reads import GroupsWire, WireUnsupported
 
         ids = sorted(set(group_ids))
         if not ids:
@@ -183,7 +183,7 @@ class KafkaConsumerGroups(KafkaCore):
         self, ids: list[str]
     ) -> dict[str, dict[TopicPartition, int | None]] | None:
         """Committed offsets through qctl's wire client (see ``committed``); None: use admin."""
-        from qctl.backends.kafka.committed import CommittedOffsetsFetcher, WireUnsupported
+        from qctl.backends.kafka.wire.committed import CommittedOffsetsFetcher, WireUnsupported
 
         fetcher = self._wire(CommittedOffsetsFetcher)
         if fetcher is None:
@@ -199,18 +199,18 @@ class KafkaConsumerGroups(KafkaCore):
         }
 
     def _wire(self, kind: type[W]) -> W | None:
-        """A wire client of ``kind`` for this context (see ``coordinated``), or None where
+        """A wire client of ``kind`` for this context (see ``wire.coordinators``), or None where
         it cannot connect the way librdkafka would: GSSAPI and OAUTHBEARER contexts keep
         librdkafka's admin client (and with it librdkafka issues #4605 and #5040 during
         outages and failovers)."""
         from qctl.backends.kafka.offsets import _bootstrap_addresses
-        from qctl.backends.kafka.wire import probe_security
+        from qctl.backends.kafka.wire.config import wire_config
 
-        security = probe_security(self.settings)
+        security = wire_config(self.settings)
         addresses = _bootstrap_addresses(self.bootstrap)
         if security is None or not addresses:
             return None
-        return kind(addresses, self.bootstrap, self.timeout, security.ssl_context, security.sasl)
+        return kind(addresses, self.bootstrap, self.timeout, security)
 
     def topic_partitions(self, topics: Iterable[str]) -> dict[str, int]:
         wanted = set(topics)
@@ -290,18 +290,18 @@ class KafkaConsumerGroups(KafkaCore):
         return out
 
     def _ends_by_wire(self, tps: list[TopicPartition]) -> dict[TopicPartition, PartitionOffsets]:
-        """What ``listoffsets`` settles over the wire (nothing for few partitions, or when
+        """What ``wire.end_offsets`` settles over the wire (nothing for few partitions, or when
         the wire client cannot log in the way librdkafka does)."""
-        from qctl.backends.kafka.listoffsets import list_ends
-        from qctl.backends.kafka.wire import probe_security
+        from qctl.backends.kafka.wire.config import wire_config
+        from qctl.backends.kafka.wire.end_offsets import list_ends
 
         if len(tps) < WIRE_FROM:
             return {}
-        security = probe_security(self.settings)
+        security = wire_config(self.settings)
         if security is None:
             return {}
         leaders = self._leaders((tp.topic, tp.partition) for tp in tps)
-        ends = list_ends(leaders, self.timeout, security.ssl_context, security.sasl)
+        ends = list_ends(leaders, self.timeout, security)
         return {
             TopicPartition(t, p): PartitionOffsets(log_start=a, log_end=b, last_stable=c)
             for (t, p), (a, b, c) in ends.items()
@@ -332,14 +332,14 @@ class KafkaConsumerGroups(KafkaCore):
     def _timestamps_by_wire(
         self, pending: dict[TopicPartition, list[int]], isolation: str
     ) -> dict[Position, MessageTimestamp]:
-        """What ``fetchts`` settles with one Fetch per leader (nothing for few
+        """What ``wire.timestamps`` settles with one Fetch per leader (nothing for few
         partitions, or when the wire client cannot log in the way librdkafka does)."""
-        from qctl.backends.kafka.fetchts import read_positions
-        from qctl.backends.kafka.wire import probe_security
+        from qctl.backends.kafka.wire.config import wire_config
+        from qctl.backends.kafka.wire.timestamps import read_positions
 
         if len(pending) < WIRE_FROM:
             return {}
-        security = probe_security(self.settings)
+        security = wire_config(self.settings)
         if security is None:
             return {}
         wanted = {(tp.topic, tp.partition): offsets for tp, offsets in pending.items()}
@@ -348,8 +348,7 @@ class KafkaConsumerGroups(KafkaCore):
             wanted,
             isolation == "read_committed",
             self.timeout,
-            security.ssl_context,
-            security.sasl,
+            security,
         )
         out: dict[Position, MessageTimestamp] = {}
         for (topic, partition, asked), what in found.items():

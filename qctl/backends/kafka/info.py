@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import ssl
 from typing import Any
 
 from qctl.backends.base import ClusterInfo, Node
@@ -74,32 +73,32 @@ class KafkaClusterInfo(KafkaCore):
 
     def _probe(self, nodes: list[Any], info: ClusterInfo) -> tuple[Any, Any]:
         """Version and quorum from the wire probe; missing pieces become warnings."""
-        from qctl.backends.kafka.wire import Probe, WireError
+        from qctl.backends.kafka.wire.codec import WireError
+        from qctl.backends.kafka.wire.config import wire_config
+        from qctl.backends.kafka.wire.connection import Connection
 
-        protocol = str(self.settings.get("security.protocol", "PLAINTEXT")).upper()
-        ssl_context = self._ssl_context() if protocol in ("SSL", "SASL_SSL") else None
+        config = wire_config(self.settings)
         quorum = versions = None
+        if config is None:
+            info.warnings.append(
+                "the broker version is not read with this context's security settings "
+                "(qctl's own client does not speak them; see docs/security.md)"
+            )
+            return quorum, versions
         for node in nodes:
             try:
-                with Probe(node.host, node.port, self.timeout, ssl_context) as probe:
+                with Connection(node.host, node.port, self.timeout, config) as probe:
                     versions = probe.api_versions()
-                    if not protocol.startswith("SASL"):
-                        try:
-                            quorum = probe.describe_quorum()
-                        except WireError as exc:
-                            info.warnings.append(f"controller quorum not available: {exc}")
+                    try:
+                        quorum = probe.describe_quorum()
+                    except WireError as exc:
+                        info.warnings.append(f"controller quorum not available: {exc}")
                 return quorum, versions
             except WireError as exc:
                 log.debug("probe of broker %s failed: %s", node.id, exc)
                 continue
         info.warnings.append("could not read the broker version (ApiVersions probe failed)")
         return quorum, versions
-
-    def _ssl_context(self) -> ssl.SSLContext:
-        from qctl.backends.kafka.client import ssl_settings
-        from qctl.backends.kafka.wire import ssl_context_from_settings
-
-        return ssl_context_from_settings(ssl_settings(self.settings))
 
     @staticmethod
     def _describe_versions(versions: Any, info: ClusterInfo) -> None:

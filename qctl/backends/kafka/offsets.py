@@ -3,7 +3,7 @@
 Writing goes through AdminClient.alter_consumer_group_offsets (OffsetCommit outside any
 generation), whose result carries an error per partition. Deleting has no binding in
 confluent-kafka, so it speaks OffsetDelete to the group coordinator directly (see
-``wire.py``), logging in first on SASL listeners (PLAIN or SCRAM; GSSAPI and
+``wire``), logging in first on SASL listeners (PLAIN or SCRAM; GSSAPI and
 OAUTHBEARER are refused with a clear error).
 """
 
@@ -26,7 +26,8 @@ from qctl.errors import (
 )
 
 if TYPE_CHECKING:
-    from qctl.backends.kafka.wire import Coordinator, ProbeSecurity
+    from qctl.backends.kafka.wire.admin import Coordinator
+    from qctl.backends.kafka.wire.config import WireConfig
 
 #: Error codes after which asking the (new) coordinator again can succeed.
 _RETRIABLE = {14, 15, 16}  # COORDINATOR_LOAD_IN_PROGRESS, _NOT_AVAILABLE, NOT_COORDINATOR
@@ -87,7 +88,8 @@ class KafkaOffsetAdmin(KafkaCore):
     def delete_offsets(
         self, group_id: str, partitions: Iterable[TopicPartition]
     ) -> list[PartitionError]:
-        from qctl.backends.kafka.wire import Probe, WireAuthError, WireError, error_name
+        from qctl.backends.kafka.wire.codec import WireAuthError, WireError, error_name
+        from qctl.backends.kafka.wire.connection import Connection
 
         wanted = sorted(set(partitions))
         if not wanted:
@@ -100,12 +102,11 @@ class KafkaOffsetAdmin(KafkaCore):
         while True:
             coordinator = self._find_coordinator(group_id, security, deadline)
             try:
-                with Probe(
+                with Connection(
                     coordinator.host,
                     coordinator.port,
                     self._left(deadline),
-                    security.ssl_context,
-                    security.sasl,
+                    security,
                 ) as probe:
                     result = probe.offset_delete(group_id, dict(by_topic))
             except WireAuthError as exc:
@@ -133,7 +134,7 @@ class KafkaOffsetAdmin(KafkaCore):
 
     # -- helpers ---------------------------------------------------------------------------
     def _raise_group_error(self, group_id: str, code: int) -> None:
-        from qctl.backends.kafka.wire import error_name
+        from qctl.backends.kafka.wire.codec import error_name
 
         # These three are reported per partition as well (Kafka's own tool does the same).
         if code in (0, 3, 29, 86):
@@ -163,23 +164,17 @@ class KafkaOffsetAdmin(KafkaCore):
         raise QctlError(f"kafka refused to delete offsets of group {group_id!r}: {name}")
 
     def _find_coordinator(
-        self, group_id: str, security: ProbeSecurity, deadline: float
+        self, group_id: str, security: WireConfig, deadline: float
     ) -> Coordinator:
-        from qctl.backends.kafka.wire import (
-            FIND_COORDINATOR,
-            Probe,
-            WireAuthError,
-            WireError,
-            error_name,
-        )
+        from qctl.backends.kafka.wire.admin import FIND_COORDINATOR
+        from qctl.backends.kafka.wire.codec import WireAuthError, WireError, error_name
+        from qctl.backends.kafka.wire.connection import Connection
 
         last = "no bootstrap server answered"
         while True:
             for host, port in _bootstrap_addresses(self.bootstrap):
                 try:
-                    with Probe(
-                        host, port, self._left(deadline), security.ssl_context, security.sasl
-                    ) as probe:
+                    with Connection(host, port, self._left(deadline), security) as probe:
                         low, high = probe.api_versions().api_keys.get(FIND_COORDINATOR, (0, 0))
                         version = min(high, 4)
                         if version < 1:
@@ -211,10 +206,10 @@ class KafkaOffsetAdmin(KafkaCore):
                 )
             time.sleep(0.2)
 
-    def _probe_security(self) -> ProbeSecurity:
-        from qctl.backends.kafka.wire import probe_security
+    def _probe_security(self) -> WireConfig:
+        from qctl.backends.kafka.wire.config import wire_config
 
-        security = probe_security(self.settings)
+        security = wire_config(self.settings)
         if security is None:
             mechanism = self.settings.get("sasl.mechanism", "GSSAPI")
             raise QctlError(

@@ -1,6 +1,7 @@
-"""Exactly-once copies between Kafka topics (``SupportsTransactionalCopy``).
+"""The exactly-once copy through librdkafka: any mapper, any source format.
 
-The classic consume-transform-produce loop of Kafka's exactly-once semantics:
+The classic consume-transform-produce loop of Kafka's exactly-once semantics, with
+confluent-kafka's transactional producer and a read_committed consumer:
 
 1. a transactional producer (``transactional.id`` stable for the job) calls
    ``init_transactions``, which fences a killed predecessor with the same id and aborts
@@ -19,19 +20,16 @@ engine's ``stopping()``) finishes the batch in hand, commits it, and returns.
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from qctl.backends.capabilities.transactions import (
     KEEP,
     SKIP,
     CopyControl,
-    CopyProgress,
     CopyReport,
     CopyRequest,
     CopyRoute,
@@ -39,28 +37,34 @@ from qctl.backends.capabilities.transactions import (
     Rejected,
 )
 from qctl.backends.kafka.client import ErrorWatch, translate
-from qctl.backends.kafka.core import KafkaCore
+from qctl.backends.kafka.copy.common import (
+    TRANSACTION_TIMEOUT_MS,
+    BatchTally,
+    committed_offsets,
+    missing_topic,
+    no_target,
+    plan_positions,
+    watermarks,
+)
 from qctl.backends.kafka.messaging import (
     BOUNDED_READ,
     CONSUMER_DEFAULTS,
     PRODUCER_DEFAULTS,
     to_message,
 )
-from qctl.errors import NotFoundError, OperationTimeout, QctlError, UsageError
+from qctl.errors import NotFoundError, OperationTimeout, QctlError
 from qctl.messages import kafka_header_bytes
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer, Producer
 
+    from qctl.backends.kafka.core import KafkaCore
+
 log = logging.getLogger(__name__)
-P = TypeVar("P", bound=CopyProgress)
 
 #: Messages asked of the consumer at once.
 _FETCH = 10_000
 _POLL = 0.1
-#: A killed job's open transaction blocks its successor at most this long (when the
-#: successor does not share its transactional id).
-TRANSACTION_TIMEOUT_MS = 60_000
 _MISSING_TOPIC_CODES = ("UNKNOWN_TOPIC_OR_PART", "_UNKNOWN_TOPIC", "UNKNOWN_TOPIC_ID")
 
 
@@ -112,48 +116,10 @@ class _Stuck(QctlError):
     """A transactional call did not return: the clients must not be touched again."""
 
 
-class KafkaTransactions(KafkaCore):
-    """``SupportsTransactionalCopy`` for Kafka."""
+class LibraryCopier:
+    """One run of a copy through librdkafka (``CopyEngine``); it never hands over."""
 
-    def transactional_copy(self, request: CopyRequest, control: CopyControl) -> CopyReport:
-        if request.mapper is None and request.fixed is None and request.raw_mapper is None:
-            raise UsageError("a transactional copy needs a mapper or a fixed route")
-        if request.source.backend != "kafka":
-            raise UsageError(f"cannot copy transactionally from {request.source}")
-        # The copy loops allocate millions of short-lived objects and make no reference
-        # cycles: the cyclic collector would only keep re-scanning them.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
-            return self._copy(request, control)
-        finally:
-            if collecting:
-                gc.enable()
-
-    def _copy(self, request: CopyRequest, control: CopyControl) -> CopyReport:
-        from qctl.backends.kafka.wirecopy import WireCopier, eligible
-
-        first: CopyReport | None = None
-        security = eligible(self, request)
-        if security is not None:
-            first, handover = WireCopier(self, request, control, security).run()
-            if handover is None:
-                return first
-            log.info("the copy continues through librdkafka: %s", handover)
-            request = replace(request, end_offsets=first.end_offsets or request.end_offsets)
-            control = _Continued(control, first)
-        copier = _Copier(self, request, control)
-        try:
-            rest = copier.run()
-        finally:
-            copier.close()
-        return rest if first is None else _merged(first, rest)
-
-
-class _Copier:
-    def __init__(
-        self, backend: KafkaTransactions, request: CopyRequest, control: CopyControl
-    ) -> None:
+    def __init__(self, backend: KafkaCore, request: CopyRequest, control: CopyControl) -> None:
         self.backend = backend
         self.request = request
         self.control = control
@@ -305,20 +271,21 @@ class _Copier:
         return sum(max(self.ends[p] - positions.get(p, self.ends[p]), 0) for p in self.ends)
 
     # -- the loop --------------------------------------------------------------------------
-    def run(self) -> CopyReport:
+    def run(self) -> tuple[CopyReport, str | None]:
         from qctl.gcpause import paused_gc
 
         started = time.monotonic()
-        self._init()
         try:
+            self._init()
             with paused_gc() as gc_pause:  # thousands of messages per transaction
                 while self.active and not self.control.stopping() and not self.report.limited:
                     gc_pause.tick()
                     self._transaction()
         finally:
             self.report.elapsed = time.monotonic() - started
+            self.close()
         self.report.stopped = bool(self.active) and not self.report.limited
-        return self.report
+        return self.report, None
 
     def _transaction(self) -> None:
         """One batch in one transaction; on an abortable failure, redo the batch."""
@@ -815,141 +782,3 @@ class _Copier:
                 self.producer.poll(0)
             except Exception:
                 log.debug("purging the producer failed", exc_info=True)
-
-
-def committed_offsets(
-    backend: KafkaCore, consumer: Consumer, req: CopyRequest, partitions: list[int]
-) -> dict[int, int]:
-    """The job group's committed offsets (``read_committed``: stable ones only, so a
-    fenced predecessor's aborted offsets are never read)."""
-    from confluent_kafka import KafkaException, TopicPartition
-
-    tps = [TopicPartition(req.source.name, p) for p in partitions]
-    deadline = time.monotonic() + backend.timeout
-    while True:
-        try:
-            found = consumer.committed(tps, timeout=backend.timeout)
-            break
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            retriable = err is not None and err.retriable()
-            if not retriable or time.monotonic() >= deadline:
-                if err is not None and err.name() == "UNSTABLE_OFFSET_COMMIT":
-                    raise QctlError(
-                        f"group {req.group!r} has offsets in an open "
-                        "transaction (another qctl job on the same source?)",
-                        "wait for that job to finish, or retry in a minute (open "
-                        "transactions of killed jobs time out)",
-                    ) from exc
-                raise translate(exc, backend.bootstrap, "read the offsets of") from exc
-            time.sleep(0.2)
-    return {tp.partition: tp.offset for tp in found if tp.error is None and tp.offset >= 0}
-
-
-def watermarks(backend: KafkaCore, consumer: Consumer, p: int, req: CopyRequest) -> tuple[int, int]:
-    from confluent_kafka import KafkaException, TopicPartition
-
-    try:
-        low, high = consumer.get_watermark_offsets(
-            TopicPartition(req.source.name, p), timeout=backend.timeout, cached=False
-        )
-    except KafkaException as exc:
-        raise translate(exc, backend.bootstrap, "read the offsets of") from exc
-    return int(low), int(high)
-
-
-def plan_positions(
-    req: CopyRequest,
-    partitions: list[int],
-    committed: Mapping[int, int],
-    bounds: Callable[[int], tuple[int, int]],
-    warnings: list[str],
-) -> tuple[dict[int, int], dict[int, int]]:
-    """Where each partition's copy starts and ends: the committed offset (else the
-    request's start, else the log start), up to the request's end (else the high
-    watermark). A start removed by retention moves to the log start, with a warning."""
-    positions: dict[int, int] = {}
-    ends: dict[int, int] = {}
-    for p in partitions:
-        if req.end_offsets is not None and p not in req.end_offsets:
-            continue
-        low, high = bounds(p)
-        end = high if req.end_offsets is None else req.end_offsets[p]
-        start = committed.get(p)
-        if start is None:
-            start = (req.start_offsets or {}).get(p, low)
-        if start < low:
-            warnings.append(
-                f"partition {p}: position {start} was removed by retention; "
-                f"continuing at {low} (the {low - start} messages between are gone)"
-            )
-            start = low
-        positions[p] = start
-        ends[p] = end
-    return positions, ends
-
-
-class _Continued:
-    """The control of a copy the wire copier began: progress counts what it committed
-    too, and the start was already reported."""
-
-    def __init__(self, control: CopyControl, before: CopyProgress) -> None:
-        self.control = control
-        self.before = before
-
-    def started(self, positions: Mapping[int, int], ends: Mapping[int, int]) -> None:
-        pass
-
-    def stopping(self) -> bool:
-        return self.control.stopping()
-
-    def committed(self, progress: CopyProgress) -> None:
-        self.control.committed(_merged(self.before, progress))
-
-
-def _merged(before: CopyProgress, after: P) -> P:
-    """``after`` with the counts of ``before`` added (positions are ``after``'s)."""
-    out = replace(after, rejected=dict(after.rejected), per_target=dict(after.per_target))
-    out.add(before)
-    if isinstance(before, CopyReport) and isinstance(out, CopyReport):
-        out.elapsed += before.elapsed
-        out.warnings = list(dict.fromkeys([*before.warnings, *out.warnings]))
-    return out
-
-
-def no_target(topic: str, bootstrap: str) -> NotFoundError:
-    """The error of a route to a topic that does not exist (``on_missing_topic="fail"``)."""
-    return NotFoundError(
-        f"target topic {topic!r} does not exist on kafka at {bootstrap}",
-        "create it, or give another target with --to",
-    )
-
-
-def missing_topic(topic: str) -> str:
-    return f"kafka:{topic}: the topic does not exist"
-
-
-class BatchTally:
-    """What one transaction did (merged into the report only once it committed)."""
-
-    __slots__ = ("kept", "per_target", "positions", "rejected", "routed", "skipped")
-
-    def __init__(self, positions: dict[int, int]) -> None:
-        self.positions = positions
-        self.routed = 0
-        self.skipped = 0
-        self.kept = 0
-        self.per_target: dict[str, int] = {}
-        self.rejected: dict[str, int] = {}
-
-    def add_to(self, report: CopyProgress) -> None:
-        """Count this committed transaction in ``report``."""
-        report.add(
-            CopyProgress(
-                routed=self.routed,
-                skipped=self.skipped,
-                kept=self.kept,
-                rejected=self.rejected,
-                per_target=self.per_target,
-            )
-        )

@@ -4,11 +4,11 @@ A replay with a fixed route (no ``--where``) copies every
 record unchanged but for one added header. Through the client library each record
 becomes a Python message and a produce call, which caps a copy at about 100k records a
 second on a core. This copier speaks the protocol itself: one Fetch per source leader
-brings megabytes of record batches; ``batchcopy`` re-encodes their records as bytes into
+brings megabytes of record batches; ``batches`` re-encodes their records as bytes into
 one batch per target partition; Produce requests carry them, marked as one transaction
 of the job's transactional producer, together with the job group's new offsets.
 
-The guarantees are the library copier's (``transactions``), by the same protocol steps:
+The guarantees are the library engine's (``library_engine``), by the same protocol steps:
 InitProducerId fences a killed run of the job and aborts its open transaction before
 the committed offsets are read; each transaction adds its partitions and the group
 first, and commits the records and the offsets at once with EndTxn.
@@ -44,8 +44,7 @@ from qctl.backends.capabilities.transactions import (
     RawRoute,
     Rejected,
 )
-from qctl.backends.kafka import txnwire as tw
-from qctl.backends.kafka.batchcopy import (
+from qctl.backends.kafka.copy.batches import (
     KeyPartitioner,
     OutBatch,
     RecordTaker,
@@ -58,20 +57,28 @@ from qctl.backends.kafka.batchcopy import (
     records_of,
     seal,
 )
-from qctl.backends.kafka.fetchts import decode_fetch_response, encode_fetch_request
-from qctl.backends.kafka.transactions import BatchTally, missing_topic, no_target
-from qctl.backends.kafka.wire import (
-    Probe,
-    WireError,
+from qctl.backends.kafka.copy.common import (
+    TRANSACTION_TIMEOUT_MS,
+    BatchTally,
+    committed_offsets,
+    missing_topic,
+    no_target,
+    plan_positions,
+    watermarks,
+)
+from qctl.backends.kafka.wire import txn as tw
+from qctl.backends.kafka.wire.admin import (
     decode_find_coordinator_response,
     encode_find_coordinator_request,
-    error_name,
 )
+from qctl.backends.kafka.wire.codec import WireError, error_name
+from qctl.backends.kafka.wire.connection import Connection
+from qctl.backends.kafka.wire.fetch import decode_fetch_response, encode_fetch_request
 from qctl.errors import QctlError
 
 if TYPE_CHECKING:
-    from qctl.backends.kafka.transactions import KafkaTransactions
-    from qctl.backends.kafka.wire import ProbeSecurity
+    from qctl.backends.kafka.core import KafkaCore
+    from qctl.backends.kafka.wire.config import WireConfig
     from qctl.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
@@ -81,7 +88,6 @@ ENV_SWITCH = "QCTL_KAFKA_WIRE_COPY"
 #: Bytes asked per Fetch, and per partition.
 FETCH_BYTES = 32 * 1024 * 1024
 PARTITION_FETCH_BYTES = 8 * 1024 * 1024
-TRANSACTION_TIMEOUT_MS = 60_000
 _RETRY_PAUSE = 0.02
 
 
@@ -94,15 +100,15 @@ class Handover(Exception):
     committed transaction."""
 
 
-def eligible(backend: KafkaTransactions, request: CopyRequest) -> ProbeSecurity | None:
+def eligible(backend: KafkaCore, request: CopyRequest) -> WireConfig | None:
     """How to connect, when this copier can take ``request`` (else None)."""
-    from qctl.backends.kafka.wire import probe_security
+    from qctl.backends.kafka.wire.config import wire_config
 
     if os.environ.get(ENV_SWITCH, "1") == "0":
         return None
     if request.fixed is None and request.raw_mapper is None:
         return None  # a mapper of Message objects: librdkafka's messages are needed
-    return probe_security(backend.settings)
+    return wire_config(backend.settings)
 
 
 class _Target:
@@ -124,10 +130,10 @@ class WireCopier:
 
     def __init__(
         self,
-        backend: KafkaTransactions,
+        backend: KafkaCore,
         request: CopyRequest,
         control: CopyControl,
-        security: ProbeSecurity,
+        security: WireConfig,
     ) -> None:
         self.backend = backend
         self.request = request
@@ -140,7 +146,7 @@ class WireCopier:
         self.positions: dict[int, int] = {}
         self.ends: dict[int, int] = {}
         self.active: set[int] = set()
-        self.connections: dict[tuple[str, tuple[str, int]], Probe] = {}
+        self.connections: dict[tuple[str, tuple[str, int]], Connection] = {}
         self.source_leaders: dict[int, tuple[str, int]] = {}
         self.targets: dict[str, _Target] = {}
         self.topics: dict[str, Any] = {}
@@ -153,7 +159,7 @@ class WireCopier:
         self.sequences: dict[tuple[str, int], int] = defaultdict(int)
         self.in_txn = False
         #: Produce requests sent and not yet answered: (connection, correlation id).
-        self.pending: list[tuple[Probe, int]] = []
+        self.pending: list[tuple[Connection, int]] = []
         self.tally = BatchTally({})
         # The record codec loads in the background, while the setup waits for the
         # brokers.
@@ -166,11 +172,11 @@ class WireCopier:
             self.bucket = TokenBucket(request.rate, burst=max(1.0, request.rate / 10))
 
     # -- connections -----------------------------------------------------------------------
-    def _connection(self, role: str, address: tuple[str, int]) -> Probe:
+    def _connection(self, role: str, address: tuple[str, int]) -> Connection:
         conn = self.connections.get((role, address))
         if conn is None:
             host, port = address
-            conn = Probe(host, port, self.timeout, self.security.ssl_context, self.security.sasl)
+            conn = Connection(host, port, self.timeout, self.security)
             self.connections[(role, address)] = conn
         conn.renew(self.timeout)
         return conn
@@ -234,11 +240,6 @@ class WireCopier:
         from confluent_kafka import Consumer
 
         from qctl.backends.kafka.messaging import CONSUMER_DEFAULTS
-        from qctl.backends.kafka.transactions import (
-            committed_offsets,
-            plan_positions,
-            watermarks,
-        )
 
         req = self.request
         self.consumer = consumer = Consumer(
@@ -367,7 +368,7 @@ class WireCopier:
     def _fence_workers(self) -> None:
         """Fence the producers a run of this job may have had in worker processes, so
         no open transaction of a killed worker holds the group's offsets."""
-        from qctl.backends.kafka.copyworkers import MAX_WORKERS, worker_id
+        from qctl.backends.kafka.copy.workers import MAX_WORKERS, worker_id
 
         log.debug("fencing the worker ids of %s", self.request.transactional_id)
         for index in range(MAX_WORKERS):
@@ -380,7 +381,7 @@ class WireCopier:
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> tuple[CopyReport, str | None]:
         """The copy: the report, and why it handed over (None when it did not)."""
-        from qctl.backends.kafka.copyworkers import plan_shares, run_workers
+        from qctl.backends.kafka.copy.workers import plan_shares, run_workers
 
         started = time.monotonic()
         log.debug("copying over the wire from %s", self.topic)
@@ -913,7 +914,7 @@ def _import_codec() -> None:
     import importlib.util
     import sys
 
-    from qctl.backends.kafka.batchcopy import CODEC_MODULES, _partitioner, codec
+    from qctl.backends.kafka.copy.batches import CODEC_MODULES, _partitioner, codec
 
     if not any(name in sys.modules for name in CODEC_MODULES):
         for name in ("aiokafka", "aiokafka.record", "aiokafka.record._crecords"):

@@ -30,14 +30,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from qctl.backends.capabilities.transactions import CopyProgress, CopyReport
-from qctl.backends.kafka.wirecopy import TRANSACTION_TIMEOUT_MS
+from qctl.backends.kafka.copy.common import TRANSACTION_TIMEOUT_MS
 from qctl.errors import QctlError
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from multiprocessing.synchronize import Event
 
-    from qctl.backends.kafka.wirecopy import WireCopier
+    from qctl.backends.kafka.copy.wire_engine import WireCopier
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """SASL for qctl's own wire client: PLAIN and SCRAM-SHA-256/512, as librdkafka does them.
 
-The wire client (``wire.py``) sends the few requests confluent-kafka does not expose
+The wire client (``connection``) sends the few requests confluent-kafka does not expose
 (OffsetDelete) or where librdkafka's admin call can crash the process (OffsetFetch during
 a coordinator failover, librdkafka issue #5040). On a SASL listener a connection must
 authenticate first: SaslHandshake v1 names the mechanism, then SaslAuthenticate v1
@@ -95,7 +95,7 @@ class ScramClient:
 
 
 def _header(api_key: int, version: int, correlation_id: int) -> bytes:
-    from qctl.backends.kafka.wire import CLIENT_ID
+    from qctl.backends.kafka.wire.codec import CLIENT_ID
 
     return struct.pack(">hhih", api_key, version, correlation_id, len(CLIENT_ID)) + CLIENT_ID
 
@@ -107,9 +107,9 @@ def _string(text: str) -> bytes:
 
 def authenticate(request: Callable[[bytes], bytes], creds: SaslCredentials) -> None:
     """Log in on a fresh connection; ``request`` sends one frame and returns the reply."""
-    from qctl.backends.kafka.wire import _Reader, error_name
+    from qctl.backends.kafka.wire.codec import Reader, error_name
 
-    r = _Reader(request(_header(SASL_HANDSHAKE, 1, 1) + _string(creds.mechanism)))
+    r = Reader(request(_header(SASL_HANDSHAKE, 1, 1) + _string(creds.mechanism)))
     r.int32()  # correlation id
     code = r.int16()
     if code:
@@ -124,7 +124,7 @@ def authenticate(request: Callable[[bytes], bytes], creds: SaslCredentials) -> N
         nonlocal correlation
         frame = _header(SASL_AUTHENTICATE, 1, correlation) + struct.pack(">i", len(auth)) + auth
         correlation += 1
-        reply = _Reader(request(frame))
+        reply = Reader(request(frame))
         reply.int32()  # correlation id
         code = reply.int16()
         message = reply.string()

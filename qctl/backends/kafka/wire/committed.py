@@ -8,7 +8,7 @@ to). A coordinator answers exactly that while a fresh cluster creates
 ``__consumer_offsets``, and for a few seconds after the broker that coordinated a group
 died — so `qctl lag` (and the live view with it), `qctl offsets`, `dlq` and `replay`
 died with SIGSEGV in the middle of a failover. Here those answers mean what Kafka
-documents (``coordinated``).
+documents (``coordinators``).
 
 One connection per broker serves all groups of a call; the requests are OffsetFetch v5
 (non-flexible, every partition the group committed: what Kafka's own tools ask).
@@ -19,13 +19,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from qctl.backends.kafka.coordinated import (
+from qctl.backends.kafka.wire.admin import OFFSET_FETCH
+from qctl.backends.kafka.wire.codec import WireError, error_name
+from qctl.backends.kafka.wire.connection import Connection
+from qctl.backends.kafka.wire.coordinators import (
     Address,
     CoordinatedWire,
     GroupRefused,
     WireUnsupported,
 )
-from qctl.backends.kafka.wire import OFFSET_FETCH, Probe, WireError, error_name
 
 __all__ = ["CommittedOffsetsFetcher", "Offsets", "WireUnsupported"]
 
@@ -71,7 +73,7 @@ class CommittedOffsetsFetcher(CoordinatedWire):
         return settled
 
     def _group(self, group_id: str) -> Offsets:
-        def ask(probe: Probe, address: Address) -> Offsets:
+        def ask(probe: Connection, address: Address) -> Offsets:
             self._check_version(probe, address)
             result = probe.offset_fetch(group_id)
             if result.error_code:
@@ -80,7 +82,7 @@ class CommittedOffsetsFetcher(CoordinatedWire):
 
         return self.per_group(group_id, ask, "offsets")
 
-    def _check_version(self, probe: Probe, address: Address) -> None:
+    def _check_version(self, probe: Connection, address: Address) -> None:
         """Raises ``WireUnsupported`` where the broker does not speak OffsetFetch v5."""
         self.version(probe, address, OFFSET_FETCH, _OFFSET_FETCH_VERSION, _OFFSET_FETCH_VERSION)
 

@@ -11,7 +11,7 @@ timeout.
 
 This module holds what the requests share: one connection per broker for all the groups
 of a call, the coordinator lookup (pipelined for many groups), the version checks and
-the retry loop. ``committed`` (OffsetFetch) and ``groupwire`` (ListGroups,
+the retry loop. ``committed`` (OffsetFetch) and ``group_reads`` (ListGroups,
 DescribeGroups, ConsumerGroupDescribe) build on it.
 """
 
@@ -23,18 +23,14 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
-from qctl.backends.kafka.wire import (
-    FIND_COORDINATOR,
-    Coordinator,
-    Probe,
-    WireAuthError,
-    WireError,
-    error_name,
-)
+from qctl.backends.kafka.wire.admin import FIND_COORDINATOR, Coordinator
+from qctl.backends.kafka.wire.codec import WireAuthError, WireError, error_name
+from qctl.backends.kafka.wire.config import PLAINTEXT, WireConfig
+from qctl.backends.kafka.wire.connection import Connection
 from qctl.errors import AuthenticationError, OperationTimeout, QctlError, UnreachableError
 
 if TYPE_CHECKING:
-    from qctl.backends.kafka.sasl import SaslCredentials
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -67,16 +63,14 @@ class CoordinatedWire:
         addresses: list[Address],
         bootstrap: str,
         timeout: float,
-        ssl_context: ssl.SSLContext | None = None,
-        sasl: SaslCredentials | None = None,
+        config: WireConfig = PLAINTEXT,
     ) -> None:
         self.addresses = addresses
         self.bootstrap = bootstrap
         self.timeout = timeout
-        self.ssl_context = ssl_context
-        self.sasl = sasl
+        self.config = config
         self.deadline = time.monotonic() + timeout
-        self._probes: dict[Address, Probe] = {}
+        self._probes: dict[Address, Connection] = {}
         self._versions: dict[tuple[Address, int], int] = {}
         #: The node id of each coordinator found, by address.
         self.nodes: dict[Address, int] = {}
@@ -114,7 +108,7 @@ class CoordinatedWire:
                 continue
             yield answers
 
-    def per_group(self, group_id: str, ask: Callable[[Probe, Address], T], what: str) -> T:
+    def per_group(self, group_id: str, ask: Callable[[Connection, Address], T], what: str) -> T:
         """``ask`` the group's coordinator, finding it again and retrying while the answer
         is a coordinator error (``GroupRefused`` with a ``RETRIABLE`` code) or no broker
         answers, until the deadline. ``what`` names the request in errors."""
@@ -163,14 +157,14 @@ class CoordinatedWire:
         return None, why
 
     # -- connections -----------------------------------------------------------------------
-    def probe(self, address: Address) -> Probe:
+    def probe(self, address: Address) -> Connection:
         probe = self._probes.get(address)
         if probe is None:
             left = self.deadline - time.monotonic()
             if left <= 0:
                 raise WireError("timed out")
             try:
-                probe = Probe(*address, left, self.ssl_context, self.sasl)
+                probe = Connection(*address, left, self.config)
             except WireAuthError as exc:
                 raise WireUnsupported(str(exc)) from None
             except WireError as exc:
@@ -180,7 +174,9 @@ class CoordinatedWire:
             self._probes[address] = probe
         return probe
 
-    def version(self, probe: Probe, address: Address, api_key: int, low: int, high: int) -> int:
+    def version(
+        self, probe: Connection, address: Address, api_key: int, low: int, high: int
+    ) -> int:
         """The highest version of ``api_key`` in ``low..high`` the broker speaks; raises
         ``WireUnsupported`` when it speaks none of them."""
         version = self._versions.get((address, api_key))
@@ -194,7 +190,9 @@ class CoordinatedWire:
             self._versions[(address, api_key)] = version
         return version
 
-    def supports(self, probe: Probe, address: Address, api_key: int, low: int, high: int) -> bool:
+    def supports(
+        self, probe: Connection, address: Address, api_key: int, low: int, high: int
+    ) -> bool:
         try:
             self.version(probe, address, api_key, low, high)
         except WireUnsupported:

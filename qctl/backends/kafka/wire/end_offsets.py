@@ -15,14 +15,16 @@ left out, and the caller asks the admin client for it, with librdkafka's retries
 from __future__ import annotations
 
 import logging
-import ssl
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
-from qctl.backends.kafka.wire import EARLIEST, LATEST, LIST_OFFSETS, Probe, WireError
+from qctl.backends.kafka.wire.admin import EARLIEST, LATEST, LIST_OFFSETS
+from qctl.backends.kafka.wire.codec import WireError
+from qctl.backends.kafka.wire.config import PLAINTEXT, WireConfig
+from qctl.backends.kafka.wire.connection import Connection
 
 if TYPE_CHECKING:
-    from qctl.backends.kafka.sasl import SaslCredentials
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,7 @@ Answer = dict[tuple[str, int], tuple[int, int]]
 def list_ends(
     leaders: dict[tuple[str, int], tuple[str, int]],
     timeout: float,
-    ssl_context: ssl.SSLContext | None = None,
-    sasl: SaslCredentials | None = None,
+    config: WireConfig = PLAINTEXT,
 ) -> Ends:
     """The three offsets of every partition whose leader (host, port) answered cleanly.
 
@@ -56,7 +57,7 @@ def list_ends(
     def ask(job: tuple[tuple[str, int], int, bool]) -> Answer | None:
         (host, port), timestamp, committed = job
         try:
-            with Probe(host, port, timeout, ssl_context, sasl) as probe:
+            with Connection(host, port, timeout, config) as probe:
                 low, high = probe.api_versions().api_keys.get(LIST_OFFSETS, (0, -1))
                 if not low <= _VERSION <= high:
                     log.debug("%s:%s does not speak ListOffsets v%s", host, port, _VERSION)

@@ -25,41 +25,28 @@ What is settled here, and what is left to the consumer (the caller falls back to
 from __future__ import annotations
 
 import logging
-import ssl
 import struct
 import zlib
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
-from qctl.backends.kafka.wire import (
+from qctl.backends.kafka.wire.codec import WireError
+from qctl.backends.kafka.wire.config import PLAINTEXT, WireConfig
+from qctl.backends.kafka.wire.connection import Connection
+from qctl.backends.kafka.wire.fetch import (
     FETCH,
-    Probe,
-    WireError,
-    read_topic_header,
-    request_header_v1,
-    wire_string,
+    VERSION,
+    FetchedPartition,
+    decode_fetch_response,
+    encode_fetch_request,
 )
-
-if TYPE_CHECKING:
-    from qctl.backends.kafka.sasl import SaslCredentials
 
 log = logging.getLogger(__name__)
 
-_VERSION = 4
-#: Bytes asked per partition (what the consumer path asks too). A partition whose first
-#: batch is larger comes back empty, and goes to the consumer.
-PARTITION_MAX_BYTES = 65536
-#: Bytes asked per request; partitions beyond it come back empty (and go to the consumer).
-MAX_BYTES = 32 * 1024 * 1024
-
 _BATCH = struct.Struct(">qiibIhiqqqhii")  # the 61-byte record batch header (magic 2)
-_PARTITION_HEAD = struct.Struct(">ihqq")  # partition, error, high watermark, LSO
-_ASK = struct.Struct(">iqi")  # partition, fetch offset, partition max bytes
-_I32 = struct.Struct(">i")
-_ABORTED = struct.Struct(">qq")  # producer id, first offset
 
 _CODEC_NONE, _CODEC_GZIP = 0, 1
 _LOG_APPEND_TIME = 0x08
@@ -222,71 +209,12 @@ def answer_partition(
     return out
 
 
-# -- the request -----------------------------------------------------------------------------
-def encode_fetch_request(
-    correlation_id: int,
-    topics: Mapping[str, Sequence[tuple[int, int]]],
-    read_committed: bool,
-    max_bytes: int = MAX_BYTES,
-    partition_max_bytes: int = PARTITION_MAX_BYTES,
-    max_wait_ms: int = 0,
-) -> bytes:
-    """Fetch v4 (the oldest a Kafka 4 broker answers): every partition at its offset."""
-    parts = [struct.pack(">iiiib", -1, max_wait_ms, 0, max_bytes, 1 if read_committed else 0)]
-    parts.append(_I32.pack(len(topics)))
-    for topic, asks in topics.items():
-        parts.append(wire_string(topic) + _I32.pack(len(asks)))
-        parts.extend(_ASK.pack(p, offset, partition_max_bytes) for p, offset in asks)
-    return request_header_v1(FETCH, _VERSION, correlation_id) + b"".join(parts)
-
-
-class FetchedPartition(NamedTuple):
-    error: int
-    high_watermark: int
-    last_stable: int
-    aborted: list[tuple[int, int]]
-    #: A view into the answer when it was received as one (``Probe.receive_view``).
-    records: bytes | memoryview
-
-
-def decode_fetch_response(
-    payload: bytes | memoryview,
-) -> dict[tuple[str, int], FetchedPartition]:
-    out: dict[tuple[str, int], FetchedPartition] = {}
-    try:
-        pos = 8  # correlation id, throttle time
-        (topics,) = _I32.unpack_from(payload, pos)
-        pos += 4
-        for _ in range(max(topics, 0)):
-            topic, count, pos = read_topic_header(payload, pos)
-            for _ in range(count):
-                partition, error, high, stable = _PARTITION_HEAD.unpack_from(payload, pos)
-                pos += _PARTITION_HEAD.size
-                (n_aborted,) = _I32.unpack_from(payload, pos)
-                pos += 4
-                aborted = []
-                for _ in range(max(n_aborted, 0)):
-                    aborted.append(_ABORTED.unpack_from(payload, pos))
-                    pos += _ABORTED.size
-                (size,) = _I32.unpack_from(payload, pos)
-                pos += 4
-                records = payload[pos : pos + max(size, 0)]
-                pos += max(size, 0)
-                if len(records) < max(size, 0):
-                    raise WireError("truncated response")
-                out[(topic, partition)] = FetchedPartition(error, high, stable, aborted, records)
-    except struct.error:
-        raise WireError("truncated response") from None
-    return out
-
-
 def read_positions(
     leaders: Mapping[tuple[str, int], tuple[str, int]],
     wanted: Mapping[tuple[str, int], Sequence[int]],
     read_committed: bool,
     timeout: float,
-    ssl_context: ssl.SSLContext | None = None,
-    sasl: SaslCredentials | None = None,
+    config: WireConfig = PLAINTEXT,
 ) -> dict[tuple[str, int, int], Found]:
     """(topic, partition, offset) -> what is there, for every position settled here.
 
@@ -304,10 +232,10 @@ def read_positions(
     def ask(address: tuple[str, int]) -> dict[tuple[str, int], FetchedPartition]:
         host, port = address
         try:
-            with Probe(host, port, timeout, ssl_context, sasl) as probe:
+            with Connection(host, port, timeout, config) as probe:
                 low, high = probe.api_versions().api_keys.get(FETCH, (0, -1))
-                if not low <= _VERSION <= high:
-                    log.debug("%s:%s does not speak Fetch v%s", host, port, _VERSION)
+                if not low <= VERSION <= high:
+                    log.debug("%s:%s does not speak Fetch v%s", host, port, VERSION)
                     return {}
                 fetch = partial(
                     encode_fetch_request, topics=by_leader[address], read_committed=read_committed

@@ -1,4 +1,4 @@
-"""The requests of Kafka's transactional producer, for the wire copier (``wirecopy``).
+"""The requests of Kafka's transactional producer, for the exactly-once wire copy.
 
 A transaction as Kafka's own producer runs it (KIP-98), in the classic (non-flexible)
 versions every broker from 2.5 to 4.x answers:
@@ -11,7 +11,8 @@ versions every broker from 2.5 to 4.x answers:
 * Produce v7 writes record batches marked transactional; TxnOffsetCommit v2 writes the
   group's offsets; EndTxn v1 commits or aborts all of it at once.
 
-Each encoder takes the correlation id first, so the requests fit ``Probe.pipeline``.
+Each encoder takes the correlation id first, so the requests fit ``Connection.pipeline``
+(``kafka.copy.wire_engine`` sends them).
 Each decoder returns the error codes the caller must act on.
 """
 
@@ -21,7 +22,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from qctl.backends.kafka.wire import (
+from qctl.backends.kafka.wire.codec import (
     WireError,
     read_topic_header,
     request_header_v1,

@@ -1,4 +1,4 @@
-"""``batchcopy``: which fetched records are copied, and what the written batches hold.
+"""``kafka.copy.batches``: which fetched records are copied, and what the written batches hold.
 
 Source batches are built with aiokafka's record codec, then marked (control,
 transactional, codec) byte by byte where a test needs it; the written batches are read
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
-from qctl.backends.kafka.batchcopy import (
+from qctl.backends.kafka.copy.batches import (
     KeyPartitioner,
     OutBatch,
     Unsupported,
@@ -191,7 +191,7 @@ def test_records_go_to_the_partition_of_their_key() -> None:
 
 
 def test_more_keys_than_the_cache_holds_keep_their_partitions() -> None:
-    from qctl.backends.kafka.batchcopy import CACHED_KEYS
+    from qctl.backends.kafka.copy.batches import CACHED_KEYS
 
     route = KeyPartitioner(7)
     keys = [f"order-{i % (CACHED_KEYS * 3)}".encode() for i in range(CACHED_KEYS * 6)]
@@ -219,7 +219,7 @@ def test_librdkafkas_partitioner_is_found_and_agrees_with_murmur2() -> None:
     it gives the same partition as ``murmur2`` for any key."""
     import random
 
-    from qctl.backends.kafka.batchcopy import _librdkafka_murmur2
+    from qctl.backends.kafka.copy.batches import _librdkafka_murmur2
 
     by_librdkafka = _librdkafka_murmur2()
     assert by_librdkafka is not None
@@ -240,12 +240,12 @@ def test_the_codec_loads_without_aiokafkas_clients_which_still_load_on_demand() 
     script = "\n".join(
         [
             "import sys",
-            "from qctl.backends.kafka.wirecopy import _import_codec",
+            "from qctl.backends.kafka.copy.wire_engine import _import_codec",
             "_import_codec()",
             "clients = ('aiokafka.client', 'aiokafka.producer', 'aiokafka.util',",
             "           'aiokafka.record.memory_records', 'aiokafka.record.default_records')",
             "print(sorted(m for m in clients if m in sys.modules))",
-            "from qctl.backends.kafka.batchcopy import new_builder, records_of",
+            "from qctl.backends.kafka.copy.batches import new_builder, records_of",
             "b = new_builder()",
             "b.append(0, 7, b'k', b'v', [('h', b'x')])",
             "b.set_producer_state(1, 0, 0)",
@@ -256,7 +256,7 @@ def test_the_codec_loads_without_aiokafkas_clients_which_still_load_on_demand() 
             "      bool(aiokafka.__version__))",
             "from aiokafka.record import MemoryRecords",
             "from aiokafka.record.default_records import DefaultRecordBatch",
-            "from qctl.backends.kafka.batchcopy import codec",
+            "from qctl.backends.kafka.copy.batches import codec",
             "print(MemoryRecords.__name__, DefaultRecordBatch is codec().DefaultRecordBatch)",
         ]
     )

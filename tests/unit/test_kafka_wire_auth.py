@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qctl.backends.kafka.sasl import SaslError, ScramClient, credentials_from_settings
+from qctl.backends.kafka.wire.auth import SaslError, ScramClient, credentials_from_settings
 
 SERVER_FIRST = (
     b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"

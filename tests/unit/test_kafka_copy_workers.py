@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from qctl.backends.kafka import copyworkers
-from qctl.backends.kafka.copyworkers import ENV_WORKERS, WORKERS_FROM, plan_shares
+from qctl.backends.kafka.copy import workers as copyworkers
+from qctl.backends.kafka.copy.workers import ENV_WORKERS, WORKERS_FROM, plan_shares
 
 
 @pytest.fixture(autouse=True)

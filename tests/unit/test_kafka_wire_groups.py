@@ -16,7 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from qctl.backends.capabilities.groups import TopicPartition
-from qctl.backends.kafka.groupwire import (
+from qctl.backends.kafka.wire.codec import Reader, WireError, compact_string, uvarint
+from qctl.backends.kafka.wire.groups import (
     CONSUMER_GROUP_DESCRIBE,
     DESCRIBE_GROUPS,
     LIST_GROUPS,
@@ -31,7 +32,6 @@ from qctl.backends.kafka.groupwire import (
     encode_list_groups_request,
     encode_metadata_request,
 )
-from qctl.backends.kafka.wire import WireError, _compact_string, _Reader, _uvarint
 
 DESCRIBE_GROUPS_V4 = bytes.fromhex(
     "00000001000000000000000200000009696e76656e746f72790006537461626c650008636f6e73756d65"
@@ -54,7 +54,7 @@ ORDERS = [TopicPartition("orders", p) for p in range(6)]
 
 
 def header(frame: bytes) -> tuple[int, int, int, str | None]:
-    r = _Reader(frame)
+    r = Reader(frame)
     return r.int16(), r.int16(), r.int32(), r.string()
 
 
@@ -94,16 +94,16 @@ def test_consumer_group_describe_v0_answer() -> None:
 
 
 def test_request_layouts() -> None:
-    r = _Reader(encode_describe_groups_request(5, ["a", "bc"]))
+    r = Reader(encode_describe_groups_request(5, ["a", "bc"]))
     assert (r.int16(), r.int16(), r.int32(), r.string()) == (DESCRIBE_GROUPS, 4, 5, "qctl")
     assert [r.string() for _ in range(r.array_len())] == ["a", "bc"]
     assert r.int8() == 0 and r.pos == len(r.data)  # no authorized operations
 
-    r = _Reader(encode_metadata_request(6))
+    r = Reader(encode_metadata_request(6))
     assert (r.int16(), r.int16(), r.int32(), r.string()) == (METADATA, 4, 6, "qctl")
     assert (r.int32(), r.int8()) == (0, 0)  # no topic (not null: all); no auto-creation
 
-    r = _Reader(encode_consumer_group_describe_request(7, ["payments"]))
+    r = Reader(encode_consumer_group_describe_request(7, ["payments"]))
     assert (r.int16(), r.int16(), r.int32(), r.string()) == (CONSUMER_GROUP_DESCRIBE, 0, 7, "qctl")
     r.tagged_fields()
     assert [r.compact_string() for _ in range(r.compact_array_len())] == ["payments"]
@@ -112,7 +112,7 @@ def test_request_layouts() -> None:
 
 @pytest.mark.parametrize(("version", "filters"), [(3, 0), (4, 1), (5, 2)])
 def test_list_groups_request_has_an_empty_filter_per_version(version: int, filters: int) -> None:
-    r = _Reader(encode_list_groups_request(9, version))
+    r = Reader(encode_list_groups_request(9, version))
     assert (r.int16(), r.int16(), r.int32(), r.string()) == (LIST_GROUPS, version, 9, "qctl")
     r.tagged_fields()
     assert [r.compact_array_len() for _ in range(filters)] == [0] * filters
@@ -120,20 +120,20 @@ def test_list_groups_request_has_an_empty_filter_per_version(version: int, filte
 
 
 def listed(group: str, protocol: str, state: str, kind: str) -> bytes:
-    return b"".join(map(_compact_string, (group, protocol, state, kind))) + _uvarint(0)
+    return b"".join(map(compact_string, (group, protocol, state, kind))) + uvarint(0)
 
 
 def test_list_groups_keeps_consumer_and_simple_groups_only() -> None:
     payload = (
         struct.pack(">i", 1)
-        + _uvarint(0)
+        + uvarint(0)
         + struct.pack(">ih", 0, 0)
-        + _uvarint(5)
+        + uvarint(5)
         + listed("orders-svc", "consumer", "Stable", "classic")
         + listed("payments", "consumer", "Reconciling", "consumer")
         + listed("qctl.replay.x", "", "Empty", "classic")
         + listed("connect-cluster", "connect", "Stable", "classic")
-        + _uvarint(0)
+        + uvarint(0)
     )
     error, groups = decode_list_groups_response(payload, 5)
     assert error == 0
@@ -147,13 +147,13 @@ def test_list_groups_keeps_consumer_and_simple_groups_only() -> None:
 def test_list_groups_v3_has_no_state_or_type() -> None:
     payload = (
         struct.pack(">i", 1)
-        + _uvarint(0)
+        + uvarint(0)
         + struct.pack(">ih", 0, 15)
-        + _uvarint(2)
-        + _compact_string("g")
-        + _compact_string("consumer")
-        + _uvarint(0)
-        + _uvarint(0)
+        + uvarint(2)
+        + compact_string("g")
+        + compact_string("consumer")
+        + uvarint(0)
+        + uvarint(0)
     )
     error, [group] = decode_list_groups_response(payload, 3)
     assert error == 15

@@ -1,4 +1,4 @@
-"""Reading timestamps out of fetched record batches (``qctl.backends.kafka.fetchts``),
+"""Reading timestamps out of fetched record batches (``qctl.backends.kafka.wire.timestamps``),
 on batches built here byte by byte in Kafka's v2 format."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from qctl.backends.kafka.fetchts import (
+from qctl.backends.kafka.wire.timestamps import (
     Found,
     answer_partition,
     decode_fetch_response,

@@ -1,0 +1,170 @@
+"""What the two copy engines share: where a copy starts and ends, what one transaction
+did, and how a handed-over copy keeps counting.
+
+A transaction's counts (``BatchTally``) join the report only once it committed, so a
+redone or aborted transaction is never counted twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, TypeVar
+
+from qctl.backends.capabilities.transactions import (
+    CopyControl,
+    CopyProgress,
+    CopyReport,
+    CopyRequest,
+)
+from qctl.backends.kafka.client import translate
+from qctl.backends.kafka.core import KafkaCore
+from qctl.errors import NotFoundError, QctlError
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer
+
+P = TypeVar("P", bound=CopyProgress)
+
+#: How long the coordinator lets a transaction stay open: a killed job's open
+#: transaction blocks the partitions' last stable offset at most this long.
+TRANSACTION_TIMEOUT_MS = 60_000
+
+
+def committed_offsets(
+    backend: KafkaCore, consumer: Consumer, req: CopyRequest, partitions: list[int]
+) -> dict[int, int]:
+    """The job group's committed offsets (``read_committed``: stable ones only, so a
+    fenced predecessor's aborted offsets are never read)."""
+    from confluent_kafka import KafkaException, TopicPartition
+
+    tps = [TopicPartition(req.source.name, p) for p in partitions]
+    deadline = time.monotonic() + backend.timeout
+    while True:
+        try:
+            found = consumer.committed(tps, timeout=backend.timeout)
+            break
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            retriable = err is not None and err.retriable()
+            if not retriable or time.monotonic() >= deadline:
+                if err is not None and err.name() == "UNSTABLE_OFFSET_COMMIT":
+                    raise QctlError(
+                        f"group {req.group!r} has offsets in an open "
+                        "transaction (another qctl job on the same source?)",
+                        "wait for that job to finish, or retry in a minute (open "
+                        "transactions of killed jobs time out)",
+                    ) from exc
+                raise translate(exc, backend.bootstrap, "read the offsets of") from exc
+            time.sleep(0.2)
+    return {tp.partition: tp.offset for tp in found if tp.error is None and tp.offset >= 0}
+
+
+def watermarks(backend: KafkaCore, consumer: Consumer, p: int, req: CopyRequest) -> tuple[int, int]:
+    from confluent_kafka import KafkaException, TopicPartition
+
+    try:
+        low, high = consumer.get_watermark_offsets(
+            TopicPartition(req.source.name, p), timeout=backend.timeout, cached=False
+        )
+    except KafkaException as exc:
+        raise translate(exc, backend.bootstrap, "read the offsets of") from exc
+    return int(low), int(high)
+
+
+def plan_positions(
+    req: CopyRequest,
+    partitions: list[int],
+    committed: Mapping[int, int],
+    bounds: Callable[[int], tuple[int, int]],
+    warnings: list[str],
+) -> tuple[dict[int, int], dict[int, int]]:
+    """Where each partition's copy starts and ends: the committed offset (else the
+    request's start, else the log start), up to the request's end (else the high
+    watermark). A start removed by retention moves to the log start, with a warning."""
+    positions: dict[int, int] = {}
+    ends: dict[int, int] = {}
+    for p in partitions:
+        if req.end_offsets is not None and p not in req.end_offsets:
+            continue
+        low, high = bounds(p)
+        end = high if req.end_offsets is None else req.end_offsets[p]
+        start = committed.get(p)
+        if start is None:
+            start = (req.start_offsets or {}).get(p, low)
+        if start < low:
+            warnings.append(
+                f"partition {p}: position {start} was removed by retention; "
+                f"continuing at {low} (the {low - start} messages between are gone)"
+            )
+            start = low
+        positions[p] = start
+        ends[p] = end
+    return positions, ends
+
+
+class Continued:
+    """The control of a copy the wire copier began: progress counts what it committed
+    too, and the start was already reported."""
+
+    def __init__(self, control: CopyControl, before: CopyProgress) -> None:
+        self.control = control
+        self.before = before
+
+    def started(self, positions: Mapping[int, int], ends: Mapping[int, int]) -> None:
+        pass
+
+    def stopping(self) -> bool:
+        return self.control.stopping()
+
+    def committed(self, progress: CopyProgress) -> None:
+        self.control.committed(merged(self.before, progress))
+
+
+def merged(before: CopyProgress, after: P) -> P:
+    """``after`` with the counts of ``before`` added (positions are ``after``'s)."""
+    out = replace(after, rejected=dict(after.rejected), per_target=dict(after.per_target))
+    out.add(before)
+    if isinstance(before, CopyReport) and isinstance(out, CopyReport):
+        out.elapsed += before.elapsed
+        out.warnings = list(dict.fromkeys([*before.warnings, *out.warnings]))
+    return out
+
+
+def no_target(topic: str, bootstrap: str) -> NotFoundError:
+    """The error of a route to a topic that does not exist (``on_missing_topic="fail"``)."""
+    return NotFoundError(
+        f"target topic {topic!r} does not exist on kafka at {bootstrap}",
+        "create it, or give another target with --to",
+    )
+
+
+def missing_topic(topic: str) -> str:
+    return f"kafka:{topic}: the topic does not exist"
+
+
+class BatchTally:
+    """What one transaction did (merged into the report only once it committed)."""
+
+    __slots__ = ("kept", "per_target", "positions", "rejected", "routed", "skipped")
+
+    def __init__(self, positions: dict[int, int]) -> None:
+        self.positions = positions
+        self.routed = 0
+        self.skipped = 0
+        self.kept = 0
+        self.per_target: dict[str, int] = {}
+        self.rejected: dict[str, int] = {}
+
+    def add_to(self, report: CopyProgress) -> None:
+        """Count this committed transaction in ``report``."""
+        report.add(
+            CopyProgress(
+                routed=self.routed,
+                skipped=self.skipped,
+                kept=self.kept,
+                rejected=self.rejected,
+                per_target=self.per_target,
+            )
+        )

@@ -1,0 +1,20 @@
+"""qctl's own Kafka protocol client.
+
+qctl speaks Kafka's protocol itself where librdkafka cannot do a job, does it slowly, or
+can crash the process doing it. A protocol client is held to a protocol client's
+standard: it connects exactly as librdkafka would with the context's properties or
+leaves the command to librdkafka (``config``), and every error branch is driven by a
+test through a fault-injecting proxy.
+
+The layer, from the bottom up:
+
+* ``codec``: headers, strings, arrays, varints, error names;
+* ``config`` and ``auth``: the connection contract (TLS, SASL, sockets, client id);
+* ``connection``: one bounded connection to one broker;
+* request codecs: ``admin`` (ApiVersions, DescribeQuorum, FindCoordinator, OffsetDelete,
+  OffsetFetch, ListOffsets), ``groups``, ``fetch``, ``txn`` (the transactional producer);
+* the readers built on them: ``coordinators`` (retries at group coordinators),
+  ``committed``, ``group_reads``, ``end_offsets``, ``timestamps``.
+
+The exactly-once copy that writes with ``txn`` lives in ``qctl.backends.kafka.copy``.
+"""
