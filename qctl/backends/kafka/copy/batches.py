@@ -2,15 +2,15 @@
 
 A replay copies records unchanged but for one added header (the source position). Done
 with confluent-kafka, each record becomes a Python message with a header list and a
-produce call: about 10 µs a record here, most of a replay's time. Here the record batches
-of a Fetch answer are read, and the batches of a Produce request written, by aiokafka's
-record codec (compiled; its clients are not used): a record costs a fraction of that.
+produce call, which is most of a replay's time. Here the record batches of a Fetch
+answer are read, and the batches of a Produce request written, by aiokafka's record
+codec (compiled; its clients are not used): a record costs a fraction of that.
 The records go into one batch per target partition, which ``seal`` closes with the
 transactional producer's id, epoch and sequence.
 
 This module decides which records are read, as Kafka's consumer does: transaction
 markers are skipped, and with read_committed so are the batches of aborted
-transactions. What it does not rewrite (a codec other than gzip, an older message
+transactions. What it does not rewrite (a codec it cannot read, an older message
 format, a malformed record) is reported, and the caller leaves it to librdkafka.
 """
 
@@ -23,6 +23,9 @@ from typing import Any, NamedTuple
 
 _BATCH = struct.Struct(">qiibIhiqqqhii")  # the 61-byte record batch header (magic 2)
 _CODEC_NONE, _CODEC_GZIP = 0, 1
+#: gzip, snappy, lz4 and zstd: aiokafka's codec reads them all, the last three with
+#: cramjam (qctl depends on ``aiokafka[lz4,snappy,zstd]``).
+_CODECS_WITH_CRAMJAM = frozenset({1, 2, 3, 4})
 _TRANSACTIONAL = 0x10
 _CONTROL = 0x20
 #: Bytes per batch written at most (librdkafka's default ``message.max.bytes``; a batch
@@ -185,6 +188,7 @@ def copy_partition(
     read_committed: bool,
     take: RecordTaker,
     limit: int = 1 << 62,
+    passing: tuple[type[BaseException], ...] = (),
 ) -> Taken:
     """Hand the readable batches of ``records`` from ``position`` up to ``end``
     (exclusive) to ``take``, which copies their records (``fixed_route`` or a mapper's
@@ -193,7 +197,8 @@ def copy_partition(
     Stops at the first batch the fetch cut short, and at a batch of a codec or format
     it does not rewrite (``Taken.unsupported`` says which). Raises ``Unsupported`` at a
     malformed record: records of its batch may already have been taken, so the caller
-    must drop them (abort the transaction).
+    must drop them (abort the transaction). Exceptions of the types in ``passing``
+    (the taker's own, from sending a full batch) pass through unchanged.
     """
     aborted_sorted = sorted(aborted, key=lambda a: a[1])
     next_aborted = 0
@@ -241,10 +246,12 @@ def copy_partition(
             pos = batch_end
             continue
         codec = attributes & 0x07
-        if codec not in (_CODEC_NONE, _CODEC_GZIP):  # others need optional libraries
+        if codec and codec not in readable_codecs():
             return Taken(position, copied, False, f"compression codec {codec} at offset {base}")
         try:
             took, stopped_at = take(records[pos:batch_end], position, end, limit - copied)
+        except passing:
+            raise
         except Exception as exc:  # the codec's errors have no common class
             raise Unsupported(f"a malformed record in the batch at offset {base}") from exc
         copied += took
@@ -338,6 +345,23 @@ def append(out: OutBatch, record: Any, headers: list[Any]) -> bool:
 def records_of(batch: bytes | memoryview) -> Any:
     """The records of one record batch, decoded (gzip too)."""
     return codec().DefaultRecordBatch(batch)
+
+
+_readable: list[frozenset[int]] = []
+
+
+def readable_codecs() -> frozenset[int]:
+    """The compression codecs whose batches this module reads: gzip always; snappy,
+    lz4 and zstd where aiokafka's codec has cramjam (else they are left to
+    librdkafka)."""
+    if not _readable:
+        try:
+            import cramjam  # noqa: F401  (aiokafka's codec uses it)
+
+            _readable.append(_CODECS_WITH_CRAMJAM)
+        except ImportError:
+            _readable.append(frozenset({_CODEC_GZIP}))
+    return _readable[0]
 
 
 def new_builder() -> Any:

@@ -8,9 +8,9 @@ redone or aborted transaction is never counted twice.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import replace
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from qctl.backends.capabilities.transactions import (
     CopyControl,
@@ -20,16 +20,44 @@ from qctl.backends.capabilities.transactions import (
 )
 from qctl.backends.kafka.client import translate
 from qctl.backends.kafka.core import KafkaCore
-from qctl.errors import NotFoundError, QctlError
+from qctl.errors import ConfigError, NotFoundError, QctlError
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer
 
 P = TypeVar("P", bound=CopyProgress)
 
-#: How long the coordinator lets a transaction stay open: a killed job's open
-#: transaction blocks the partitions' last stable offset at most this long.
+#: How long the coordinator lets a transaction stay open unless the context sets
+#: librdkafka's ``transaction.timeout.ms``: a killed job's open transaction blocks the
+#: partitions' last stable offset at most this long.
 TRANSACTION_TIMEOUT_MS = 60_000
+
+
+def transaction_timeout_ms(settings: Mapping[str, Any]) -> int:
+    """The context's ``transaction.timeout.ms`` (as librdkafka reads it), else ours."""
+    value = settings.get("transaction.timeout.ms")
+    try:
+        return int(value) if value is not None else TRANSACTION_TIMEOUT_MS
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"transaction.timeout.ms must be a number of milliseconds, not {value!r}",
+            "fix the context's kafka section",
+        ) from None
+
+
+@dataclass
+class InDoubt:
+    """A transaction whose commit was sent but never answered: it committed exactly
+    when the group's committed offsets are ``positions`` (its end). The engine that
+    continues the copy reads them, and counts ``tally`` if so."""
+
+    positions: dict[int, int]
+    tally: BatchTally
+
+    def committed(self, start: Mapping[int, int]) -> bool:
+        """Whether the copy's new start ``start`` (the group's committed offsets) is
+        this transaction's end."""
+        return all(start.get(p, off) == off for p, off in self.positions.items())
 
 
 def committed_offsets(
@@ -105,15 +133,22 @@ def plan_positions(
 
 
 class Continued:
-    """The control of a copy the wire copier began: progress counts what it committed
-    too, and the start was already reported."""
+    """The control of a copy the wire engine began: progress counts what it committed
+    too, and the start was already reported. A transaction the wire engine left in
+    doubt is counted in ``before`` when the new start shows that it committed."""
 
-    def __init__(self, control: CopyControl, before: CopyProgress) -> None:
+    def __init__(
+        self, control: CopyControl, before: CopyProgress, in_doubt: Sequence[InDoubt] = ()
+    ) -> None:
         self.control = control
         self.before = before
+        self.in_doubt = list(in_doubt)
 
     def started(self, positions: Mapping[int, int], ends: Mapping[int, int]) -> None:
-        pass
+        for doubt in self.in_doubt:
+            if doubt.committed(positions):
+                doubt.tally.add_to(self.before)
+        self.in_doubt.clear()
 
     def stopping(self) -> bool:
         return self.control.stopping()

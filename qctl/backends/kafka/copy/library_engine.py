@@ -38,12 +38,12 @@ from qctl.backends.capabilities.transactions import (
 )
 from qctl.backends.kafka.client import ErrorWatch, translate
 from qctl.backends.kafka.copy.common import (
-    TRANSACTION_TIMEOUT_MS,
     BatchTally,
     committed_offsets,
     missing_topic,
     no_target,
     plan_positions,
+    transaction_timeout_ms,
     watermarks,
 )
 from qctl.backends.kafka.messaging import (
@@ -169,7 +169,7 @@ class LibraryCopier:
                 error_cb=self.errors,
                 **{
                     "transactional.id": req.transactional_id,
-                    "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+                    "transaction.timeout.ms": transaction_timeout_ms(self.backend.settings),
                     "delivery.report.only.error": True,
                     "on_delivery": on_delivery,
                 },
@@ -245,7 +245,7 @@ class LibraryCopier:
             # Fences a killed run of this job and aborts its open transaction, so the
             # committed offsets read next are final.
             producer = self.producer
-            wait = self.backend.timeout + TRANSACTION_TIMEOUT_MS / 1000
+            wait = self.backend.timeout + transaction_timeout_ms(self.backend.settings) / 1000
             self._call(lambda: producer.init_transactions(wait), wait, "starting transactions")
         except KafkaException as exc:
             raise translate(exc, self.backend.bootstrap, "start a transaction on") from exc

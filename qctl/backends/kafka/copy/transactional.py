@@ -64,11 +64,12 @@ class KafkaTransactions(KafkaCore):
         first: CopyReport | None = None
         config = eligible(self, request)
         if config is not None:
-            first, handover = WireCopier(self, request, control, config).run()
+            wire = WireCopier(self, request, control, config)
+            first, handover = wire.run()
             if handover is None:
                 return first
             log.info("the copy continues through librdkafka: %s", handover)
             request = replace(request, end_offsets=first.end_offsets or request.end_offsets)
-            control = Continued(control, first)
+            control = Continued(control, first, wire.in_doubt)
         rest, _ = LibraryCopier(self, request, control).run()
         return rest if first is None else merged(first, rest)

@@ -33,7 +33,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from qctl.backends.capabilities.transactions import (
     KEEP,
@@ -58,22 +58,25 @@ from qctl.backends.kafka.copy.batches import (
     seal,
 )
 from qctl.backends.kafka.copy.common import (
-    TRANSACTION_TIMEOUT_MS,
     BatchTally,
+    InDoubt,
     committed_offsets,
     missing_topic,
     no_target,
     plan_positions,
+    transaction_timeout_ms,
     watermarks,
 )
 from qctl.backends.kafka.wire import txn as tw
 from qctl.backends.kafka.wire.admin import (
+    FIND_COORDINATOR,
     decode_find_coordinator_response,
     encode_find_coordinator_request,
 )
 from qctl.backends.kafka.wire.codec import WireError, error_name
 from qctl.backends.kafka.wire.connection import Connection
-from qctl.backends.kafka.wire.fetch import decode_fetch_response, encode_fetch_request
+from qctl.backends.kafka.wire.fetch import FETCH, decode_fetch_response, encode_fetch_request
+from qctl.backends.kafka.wire.fetch import VERSION as FETCH_VERSION
 from qctl.errors import QctlError
 
 if TYPE_CHECKING:
@@ -89,6 +92,22 @@ ENV_SWITCH = "QCTL_KAFKA_WIRE_COPY"
 FETCH_BYTES = 32 * 1024 * 1024
 PARTITION_FETCH_BYTES = 8 * 1024 * 1024
 _RETRY_PAUSE = 0.02
+#: The version of each request this engine sends (``_check_versions``).
+SPOKEN = {
+    **tw.VERSIONS,
+    FETCH: FETCH_VERSION,
+    FIND_COORDINATOR: 1,
+}
+API_NAMES = {
+    tw.PRODUCE: "Produce",
+    FETCH: "Fetch",
+    FIND_COORDINATOR: "FindCoordinator",
+    tw.INIT_PRODUCER_ID: "InitProducerId",
+    tw.ADD_PARTITIONS_TO_TXN: "AddPartitionsToTxn",
+    tw.ADD_OFFSETS_TO_TXN: "AddOffsetsToTxn",
+    tw.END_TXN: "EndTxn",
+    tw.TXN_OFFSET_COMMIT: "TxnOffsetCommit",
+}
 
 
 class _Again(Exception):
@@ -158,6 +177,11 @@ class WireCopier:
         self.epoch = -1
         self.sequences: dict[tuple[str, int], int] = defaultdict(int)
         self.in_txn = False
+        self.txn_timeout_ms = transaction_timeout_ms(backend.settings)
+        #: Whether each broker speaks InitProducerId v4 (``_epoch_lost``).
+        self.recovery: dict[tuple[str, int], bool] = {}
+        #: Transactions whose commit went unanswered when the copy handed over.
+        self.in_doubt: list[InDoubt] = []
         #: Produce requests sent and not yet answered: (connection, correlation id).
         self.pending: list[tuple[Connection, int]] = []
         self.tally = BatchTally({})
@@ -178,29 +202,78 @@ class WireCopier:
             host, port = address
             conn = Connection(host, port, self.timeout, self.security)
             self.connections[(role, address)] = conn
+            self._check_versions(conn, address)
         conn.renew(self.timeout)
         return conn
 
+    def _check_versions(self, conn: Connection, address: tuple[str, int]) -> None:
+        """Every request version this engine sends must be one the broker speaks;
+        else the library engine takes the copy (librdkafka picks versions itself)."""
+        versions = conn.api_versions().api_keys
+        for api, version in SPOKEN.items():
+            low, high = versions.get(api, (0, -1))
+            if not low <= version <= high:
+                self._drop(conn)
+                raise Handover(
+                    f"{address[0]}:{address[1]} does not speak {API_NAMES[api]} v{version}"
+                )
+        low, high = versions.get(tw.INIT_PRODUCER_ID, (0, -1))
+        self.recovery[address] = low <= tw.RECOVERY_VERSION <= high
+
+    def _drop(self, conn: Connection) -> None:
+        """Close ``conn`` and forget it: the next request there connects anew."""
+        for key, known in list(self.connections.items()):
+            if known is conn:
+                del self.connections[key]
+        conn.sock.close()
+
     def _call(self, role: str, address: tuple[str, int], make: Callable[[int], bytes]) -> bytes:
+        """One request and its answer. A connection that fails is dropped, and the
+        ``WireError`` raised: the caller decides whether to ask again."""
         conn = self._connection(role, address)
-        return conn.receive(conn.send(make))
+        try:
+            return conn.receive(conn.send(make))
+        except WireError:
+            self._drop(conn)
+            raise
+
+    def _brokers(self) -> list[tuple[str, int]]:
+        """Every broker this copy knows of, the source's leaders first."""
+        known = list(dict.fromkeys(self.source_leaders.values()))
+        for target in self.targets.values():
+            known.extend(a for a in target.leaders if a not in known)
+        return known
 
     def _coordinator(self, key: str, key_type: int) -> tuple[str, int]:
+        """The coordinator of a transactional id (``key_type`` 1) or a group (0), asked
+        of the known brokers in turn until one names it or the timeout passes."""
         deadline = time.monotonic() + self.timeout
-        any_broker = next(iter(self.source_leaders.values()))
+        last = "no broker answered"
         while True:
-            answer = self._call(
-                "meta",
-                any_broker,
-                partial(
-                    encode_find_coordinator_request, group_id=key, version=1, key_type=key_type
-                ),
-            )
-            found = decode_find_coordinator_response(answer, 1)
-            if found.error_code == 0:
-                return found.host, found.port
-            if found.error_code not in tw.RETRY or time.monotonic() >= deadline:
-                raise Handover(f"FindCoordinator: {error_name(found.error_code)}")
+            for broker in self._brokers():
+                try:
+                    answer = self._call(
+                        "meta",
+                        broker,
+                        partial(
+                            encode_find_coordinator_request,
+                            group_id=key,
+                            version=1,
+                            key_type=key_type,
+                        ),
+                    )
+                except WireError as exc:
+                    last = f"{broker[0]}:{broker[1]}: {exc}"
+                    continue
+                found = decode_find_coordinator_response(answer, 1)
+                if found.error_code == 0:
+                    return found.host, found.port
+                last = error_name(found.error_code)
+                if found.error_code not in tw.RETRY:
+                    raise Handover(f"FindCoordinator: {last}")
+                break  # the coordinator is loading or moving: wait, then ask again
+            if time.monotonic() >= deadline:
+                raise Handover(f"FindCoordinator: {last}")
             time.sleep(_RETRY_PAUSE)
 
     # -- metadata --------------------------------------------------------------------------
@@ -312,37 +385,86 @@ class WireCopier:
             takers[p] = fixed_route(header, route, target.outs, partial(self.send, target))
         return takers
 
-    def _init_producer(self) -> None:
-        transactional_id = self.request.transactional_id
+    def _init_producer(self, keep: bool = False) -> None:
+        """A new epoch for the job's producer. ``keep``: this run's producer goes on
+        (after an abort), so another process that took the id over since is not fenced
+        (the coordinator answers PRODUCER_FENCED instead)."""
+        expected = (self.producer_id, self.epoch) if keep else None
         self.producer_id, self.epoch, self.txn_coordinator = self._producer_id(
-            transactional_id, self.txn_coordinator
+            self.request.transactional_id, self.txn_coordinator, expected
         )
         self.sequences.clear()
 
     def _producer_id(
-        self, transactional_id: str, coordinator: tuple[str, int]
+        self,
+        transactional_id: str,
+        coordinator: tuple[str, int],
+        expected: tuple[int, int] | None = None,
     ) -> tuple[int, int, tuple[str, int]]:
-        """InitProducerId: (producer id, epoch, the coordinator that answered). Fences
-        the id's earlier producers and aborts their open transaction."""
-        deadline = time.monotonic() + self.timeout + TRANSACTION_TIMEOUT_MS / 1000
+        """InitProducerId: (producer id, epoch, the coordinator that answered). Without
+        ``expected``, fences the id's earlier producers and aborts their open
+        transaction. With it (the producer id and epoch this run holds), the
+        coordinator gives a new epoch only to the producer it knows, and answers
+        PRODUCER_FENCED (``_fenced``) when another one took the id over."""
+        deadline = time.monotonic() + self.timeout + self.txn_timeout_ms / 1000
+        last = ""
         while True:
-            answer = self._call(
-                "txn",
-                coordinator,
-                partial(
-                    tw.encode_init_producer_id,
-                    transactional_id=transactional_id,
-                    timeout_ms=TRANSACTION_TIMEOUT_MS,
-                ),
-            )
-            found = tw.decode_init_producer_id(answer)
-            if found.error == 0:
-                return found.producer_id, found.epoch, coordinator
-            if found.error not in tw.RETRY or time.monotonic() >= deadline:
-                raise Handover(f"InitProducerId: {error_name(found.error)}")
-            if found.error == tw.NOT_COORDINATOR:
+            try:
+                found = self._ask_producer_id(transactional_id, coordinator, expected)
+            except WireError as exc:
+                found, last = None, str(exc)
+            if found is not None:
+                if found.error == 0:
+                    return found.producer_id, found.epoch, coordinator
+                if found.error in tw.FENCED and expected is not None:
+                    raise _fenced()
+                last = error_name(found.error)
+                if found.error not in tw.RETRY:
+                    raise Handover(f"InitProducerId: {last}")
+            if time.monotonic() >= deadline:
+                raise Handover(f"InitProducerId: {last}")
+            if found is None or found.error in tw.MOVED:
                 coordinator = self._coordinator(transactional_id, 1)
             time.sleep(_RETRY_PAUSE)
+
+    def _ask_producer_id(
+        self, transactional_id: str, coordinator: tuple[str, int], expected: tuple[int, int] | None
+    ) -> tw.ProducerId:
+        """One InitProducerId: v4 where the coordinator speaks it, else v1 (which
+        cannot name the producer: on such brokers, ``expected`` is not checked)."""
+        self._connection("txn", coordinator)  # its versions decide which request
+        if self.recovery.get(coordinator):
+            producer_id, epoch = expected if expected is not None else (-1, -1)
+            make = partial(
+                tw.encode_init_producer_id_v4,
+                transactional_id=transactional_id,
+                timeout_ms=self.txn_timeout_ms,
+                producer_id=producer_id,
+                epoch=epoch,
+            )
+            return tw.decode_init_producer_id_v4(self._call("txn", coordinator, make))
+        make = partial(
+            tw.encode_init_producer_id,
+            transactional_id=transactional_id,
+            timeout_ms=self.txn_timeout_ms,
+        )
+        return tw.decode_init_producer_id(self._call("txn", coordinator, make))
+
+    def _epoch_lost(self, what: str) -> NoReturn:
+        """A request said this producer's epoch is no longer the transactional id's.
+        Either the coordinator aborted the open transaction for lasting longer than
+        ``transaction.timeout.ms`` (the producer may go on with a new epoch: the
+        transaction is done again, ``_Again``), or another process took the job over
+        (``_fenced``). Only InitProducerId v4 tells the two apart."""
+        self.in_txn = False  # aborted by the coordinator, or by the other producer
+        self.in_doubt.clear()  # so it did not commit
+        if not self.recovery.get(self.txn_coordinator):
+            raise _fenced()
+        self._init_producer(keep=True)
+        raise _Again(
+            f"{what}: the coordinator aborted the transaction after "
+            f"transaction.timeout.ms ({self.txn_timeout_ms} ms)"
+        )
 
     def _fence_workers_retrying(self) -> None:
         """``_fence_workers`` through a broker restart (connections refused for a
@@ -404,6 +526,7 @@ class WireCopier:
         outcome = run_workers(self, shares, self.control)
         if outcome.error is not None:
             raise outcome.error
+        self.in_doubt.extend(outcome.in_doubt)
         if outcome.handover is not None:
             # A worker whose abort did not reach the broker left its transaction open:
             # librdkafka's copier fences only the job's own id, so fence the workers'.
@@ -452,10 +575,12 @@ class WireCopier:
                     raise Handover(f"the partitions of {name!r} changed")
                 target.leaders = leaders
         for target in self.targets.values():
-            target.outs = [OutBatch() for _ in target.leaders]
+            for out in target.outs:  # emptied in place: the takers hold this list
+                out.builder = None
+                out.count = 0
             target.added.clear()
         self.active = {p for p, at in self.positions.items() if at < self.ends[p]}
-        self._init_producer()
+        self._init_producer(keep=True)
 
     def become_worker(
         self, transactional_id: str, share: set[int], control: CopyControl, workers: int
@@ -515,6 +640,7 @@ class WireCopier:
                     self.read_committed,
                     self.takers[p],
                     budget,
+                    _SENDING_ERRORS,
                 )
                 if taken.position != positions[p]:
                     progressed = True
@@ -546,11 +672,15 @@ class WireCopier:
             if self.control.stopping() or time.monotonic() >= deadline:
                 break
         self._settle()
-        self._commit(positions)
-        report = self.report
         if req.fixed is not None and req.raw_mapper is None:
             tally.routed = counted
             tally.per_target[req.fixed.topic] = counted
+        # Until EndTxn answers, whether this transaction committed is not known: a
+        # handover decides it from the committed offsets (``InDoubt``).
+        self.in_doubt.append(InDoubt(dict(positions), tally))
+        self._commit(positions)
+        self.in_doubt.pop()
+        report = self.report
         tally.add_to(report)
         self.positions = positions
         report.positions = dict(positions)
@@ -621,22 +751,45 @@ class WireCopier:
     def _settle(self) -> None:
         """Read the answers of the Produce requests sent; a refusal means the
         transaction is done again (``_Again``) or handed over."""
-        pending, self.pending = self.pending, []
         refused: list[tuple[str, int, int]] = []
-        for conn, correlation in pending:  # every answer: the connections stay in step
-            conn.renew(self.timeout)
-            for (topic, p), error in tw.decode_produce(conn.receive(correlation)).items():
-                if error not in (0, tw.DUPLICATE_SEQUENCE_NUMBER):
-                    refused.append((topic, p, error))
+        lost = self._answers(refused)
+        if lost is not None:
+            # What the broker did with the requests of a broken connection is not known:
+            # the transaction is aborted and done again.
+            raise _Again(f"Produce: {lost}")
         if not refused:
             return
         topic, p, error = refused[0]
-        if any(e in tw.FENCED for _t, _p, e in refused):
-            raise _fenced()
         what = f"Produce to {topic}/{p}: {error_name(error)}"
+        if any(e in tw.FENCED for _t, _p, e in refused):
+            self._epoch_lost(what)
         if all(e in tw.PRODUCE_AGAIN for _t, _p, e in refused):
             raise _Again(what)
         raise Handover(what)
+
+    def _answers(self, refused: list[tuple[str, int, int]]) -> str | None:
+        """Read the answer of every Produce request in flight, adding the partitions
+        they refuse to ``refused``; why some could not be read (a connection broke),
+        or None. Every answer is read, even after a failure: a connection's answers
+        stay in step, and nothing is left in flight."""
+        pending, self.pending = self.pending, []
+        lost = None
+        broken: set[int] = set()
+        for conn, correlation in pending:
+            if id(conn) in broken:
+                continue
+            try:
+                conn.renew(self.timeout)
+                answer = conn.receive(correlation)
+            except WireError as exc:
+                broken.add(id(conn))
+                self._drop(conn)
+                lost = lost or str(exc)
+                continue
+            for (topic, p), error in tw.decode_produce(answer).items():
+                if error not in (0, tw.DUPLICATE_SEQUENCE_NUMBER):
+                    refused.append((topic, p, error))
+        return lost
 
     # -- raw mappers -----------------------------------------------------------------------
     def write(self, target: _Target, partition: int | None, record: Any, headers: Any) -> None:
@@ -676,16 +829,28 @@ class WireCopier:
     def _txn_request(
         self, what: str, make: Callable[[int], bytes], decode: Callable[[bytes], int]
     ) -> None:
+        """A request to the transaction coordinator, as Kafka's producer retries it:
+        the same coordinator while it loads or another transaction step finishes, a
+        coordinator found anew when it moved or its connection broke (each of these
+        requests may be sent again for the same epoch), until the timeout."""
         deadline = time.monotonic() + self.timeout
         while True:
-            error = decode(self._call("txn", self.txn_coordinator, make))
+            try:
+                error: int | None = decode(self._call("txn", self.txn_coordinator, make))
+                last = ""
+            except WireError as exc:
+                error, last = None, str(exc)
             if error == 0:
                 return
-            if error in tw.FENCED:
-                raise _fenced()
-            if error not in tw.RETRY or time.monotonic() >= deadline:
-                raise Handover(f"{what}: {error_name(error)}")
-            if error == tw.NOT_COORDINATOR:
+            if error is not None:
+                last = error_name(error)
+                if error in tw.FENCED:
+                    self._epoch_lost(what)
+                if error not in tw.RETRY:
+                    raise Handover(f"{what}: {last}")
+            if time.monotonic() >= deadline:
+                raise Handover(f"{what}: {last}")
+            if error is None or error in tw.MOVED:
                 self.txn_coordinator = self._coordinator(self.request.transactional_id, 1)
             time.sleep(_RETRY_PAUSE)
 
@@ -728,24 +893,45 @@ class WireCopier:
             self.targets[name].added.update(partitions)
 
     def _commit(self, positions: dict[int, int]) -> None:
-        req = self.request
         changed = {p: off for p, off in positions.items() if off != self.positions.get(p)}
         if changed:
-            answer = self._call(
-                "group",
-                self.group_coordinator,
-                self._in_txn(
-                    tw.encode_txn_offset_commit,
-                    group_id=req.group,
-                    offsets={self.topic: changed},
-                ),
-            )
-            error = _worst(answer)
-            if error in tw.FENCED:
-                raise _fenced()
-            if error != 0:
-                raise Handover(f"TxnOffsetCommit: {error_name(error)}")
+            self._commit_offsets(changed)
         self._end(commit=True)
+
+    def _commit_offsets(self, offsets: dict[int, int]) -> None:
+        """TxnOffsetCommit of the group's new offsets, retried as Kafka's producer does:
+        the partitions not yet taken, at a coordinator found anew when it moved or its
+        connection broke, until the timeout."""
+        req = self.request
+        left = dict(offsets)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            make = self._in_txn(
+                tw.encode_txn_offset_commit, group_id=req.group, offsets={self.topic: left}
+            )
+            try:
+                answer = self._call("group", self.group_coordinator, make)
+            except WireError as exc:
+                error: int | None = None
+                last = str(exc)
+            else:
+                refused = {
+                    p: e for (_t, p), e in tw.decode_partition_errors(answer).items() if e != 0
+                }
+                if not refused:
+                    return
+                error = _worst(answer)
+                last = error_name(error)
+                if error in tw.FENCED:
+                    self._epoch_lost("TxnOffsetCommit")
+                if error not in tw.OFFSETS_RETRY:
+                    raise Handover(f"TxnOffsetCommit: {last}")
+                left = {p: off for p, off in left.items() if p in refused}
+            if time.monotonic() >= deadline:
+                raise Handover(f"TxnOffsetCommit: {last}")
+            if error is None or error in tw.MOVED:
+                self.group_coordinator = self._coordinator(req.group, 0)
+            time.sleep(_RETRY_PAUSE)
 
     def _end(self, commit: bool) -> None:
         self._txn_request(
@@ -759,9 +945,13 @@ class WireCopier:
         self.in_txn = False
 
     def _abort(self) -> None:
-        """Abort the open transaction if the coordinator answers; else the library
-        copier's ``init_transactions`` (or a resumed job's) aborts it."""
-        self.pending = []
+        """Abort the open transaction once every Produce request in flight is answered,
+        as Kafka's producer does: a write that reached its partition after the abort
+        would open a transaction no marker ever closes (on brokers without KIP-890's
+        checks), pinning the partition's last stable offset. If the coordinator does
+        not answer, the library engine's ``init_transactions`` (or a resumed job's)
+        aborts it."""
+        self._answers([])
         if not self.in_txn:
             return
         try:
@@ -914,7 +1104,12 @@ def _import_codec() -> None:
     import importlib.util
     import sys
 
-    from qctl.backends.kafka.copy.batches import CODEC_MODULES, _partitioner, codec
+    from qctl.backends.kafka.copy.batches import (
+        CODEC_MODULES,
+        _partitioner,
+        codec,
+        readable_codecs,
+    )
 
     if not any(name in sys.modules for name in CODEC_MODULES):
         for name in ("aiokafka", "aiokafka.record", "aiokafka.record._crecords"):
@@ -925,6 +1120,7 @@ def _import_codec() -> None:
                 break
             _install_bare(name, spec)
     codec()
+    readable_codecs()
     _partitioner()
 
 
@@ -960,3 +1156,7 @@ def _fenced() -> QctlError:
         "another process took over this job (its producer fenced ours)",
         "let that process finish; `qctl dlq jobs` shows the job",
     )
+
+
+#: What a record taker's sink raises on its way out of ``copy_partition``.
+_SENDING_ERRORS = (_Again, Handover, WireError, QctlError)

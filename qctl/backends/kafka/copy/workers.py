@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from qctl.backends.capabilities.transactions import CopyProgress, CopyReport
-from qctl.backends.kafka.copy.common import TRANSACTION_TIMEOUT_MS
+from qctl.backends.kafka.copy.common import InDoubt
 from qctl.errors import QctlError
 
 if TYPE_CHECKING:
@@ -99,6 +99,8 @@ class Outcome:
     handover: str | None = None
     error: QctlError | None = None
     reports: dict[int, CopyReport] = field(default_factory=dict)
+    #: The workers' transactions whose commit went unanswered (``InDoubt``).
+    in_doubt: list[InDoubt] = field(default_factory=list)
 
 
 class _WorkerControl:
@@ -155,7 +157,7 @@ def _gather(copier: WireCopier, workers: list[Any], stop: Event, control: Any) -
     heard = {index: time.monotonic() for index, _process, _receive in workers}
     # A worker reports after each transaction (every few seconds); starting may wait
     # for a killed run's transaction to time out.
-    silence = copier.timeout + TRANSACTION_TIMEOUT_MS / 1000 + 30
+    silence = copier.timeout + copier.txn_timeout_ms / 1000 + 30
     while open_pipes:
         if control.stopping() and not stop.is_set():
             stop.set()
@@ -189,9 +191,10 @@ def _gather(copier: WireCopier, workers: list[Any], stop: Event, control: Any) -
                 reports[index] = rest[0]
                 control.committed(_merged(copier, base, reports))
             elif kind == "done":
-                report, handover = rest
+                report, handover, in_doubt = rest
                 reports[index] = report
                 outcome.reports[index] = report
+                outcome.in_doubt.extend(in_doubt)
                 if handover is not None:
                     outcome.handover = outcome.handover or handover
             elif kind == "error":
@@ -254,7 +257,7 @@ def _work(
             workers,
         )
         report, handover = copier.run_transactions()
-        pipe.send(("done", report, handover))
+        pipe.send(("done", report, handover, copier.in_doubt))
     except QctlError as exc:
         pipe.send(("error", type(exc), exc.what, exc.hint))
         code = 1

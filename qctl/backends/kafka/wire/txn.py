@@ -23,9 +23,13 @@ from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from qctl.backends.kafka.wire.codec import (
+    Reader,
     WireError,
+    compact_string,
     read_topic_header,
     request_header_v1,
+    request_header_v2,
+    uvarint,
     wire_string,
 )
 
@@ -36,7 +40,8 @@ ADD_OFFSETS_TO_TXN = 25
 END_TXN = 26
 TXN_OFFSET_COMMIT = 28
 
-#: The version of each request this module speaks.
+#: The version of each request this module speaks. InitProducerId also speaks v4
+#: (``RECOVERY_VERSION``), where the broker has it.
 VERSIONS = {
     PRODUCE: 7,
     INIT_PRODUCER_ID: 1,
@@ -45,6 +50,11 @@ VERSIONS = {
     END_TXN: 1,
     TXN_OFFSET_COMMIT: 2,
 }
+#: InitProducerId v4 (KIP-360, KIP-588): it names the producer id and epoch the client
+#: holds, so the coordinator can tell a producer whose transaction it aborted for
+#: taking too long (it may go on, with a new epoch) from one another producer fenced
+#: (PRODUCER_FENCED).
+RECOVERY_VERSION = 4
 
 NONE = 0
 NOT_LEADER_OR_FOLLOWER = 6
@@ -53,24 +63,26 @@ COORDINATOR_NOT_AVAILABLE = 15
 NOT_COORDINATOR = 16
 DUPLICATE_SEQUENCE_NUMBER = 46
 INVALID_PRODUCER_EPOCH = 47
+REQUEST_TIMED_OUT = 7
 CONCURRENT_TRANSACTIONS = 51
 OPERATION_NOT_ATTEMPTED = 55
 PRODUCER_FENCED = 90
 #: Produce errors that may pass (a new leader not ready yet, replicas catching up, a
 #: slow disk): the transaction is done again.
 PRODUCE_AGAIN = frozenset({6, 7, 19, 20})
-#: Errors that mean another producer took over the transactional id.
+#: Errors that say this producer's epoch is no longer the transactional id's: another
+#: producer took over, or the coordinator aborted the transaction for taking longer
+#: than its timeout (requests older than InitProducerId v4 cannot tell the two apart).
 FENCED = frozenset({INVALID_PRODUCER_EPOCH, PRODUCER_FENCED})
-#: Errors a coordinator answers while it is busy or moving: ask again (the coordinator
-#: ones after finding it anew).
-RETRY = frozenset(
-    {
-        COORDINATOR_LOAD_IN_PROGRESS,
-        COORDINATOR_NOT_AVAILABLE,
-        NOT_COORDINATOR,
-        CONCURRENT_TRANSACTIONS,
-    }
-)
+#: Coordinator errors after which the coordinator must be found again (Kafka's
+#: producer looks it up anew for both).
+MOVED = frozenset({COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR})
+#: Errors a coordinator answers while it is busy or moving: ask again (``MOVED`` ones
+#: after finding it anew).
+RETRY = frozenset({COORDINATOR_LOAD_IN_PROGRESS, CONCURRENT_TRANSACTIONS, *MOVED})
+#: TxnOffsetCommit errors worth asking again: ``RETRY`` and a request that timed out
+#: (the group coordinator's answers; Kafka's producer retries the same ones).
+OFFSETS_RETRY = frozenset({REQUEST_TIMED_OUT, *RETRY})
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
@@ -102,6 +114,31 @@ def decode_init_producer_id(payload: bytes) -> ProducerId:
     except struct.error:
         raise WireError("truncated InitProducerId answer") from None
     return ProducerId(error, producer_id, epoch)
+
+
+def encode_init_producer_id_v4(
+    correlation_id: int, transactional_id: str, timeout_ms: int, producer_id: int, epoch: int
+) -> bytes:
+    """InitProducerId v4 (flexible) for the producer id and epoch this client holds (-1,
+    -1 for a first one)."""
+    body = (
+        compact_string(transactional_id)
+        + _I32.pack(timeout_ms)
+        + _PRODUCER.pack(producer_id, epoch)
+        + uvarint(0)
+    )
+    return request_header_v2(INIT_PRODUCER_ID, RECOVERY_VERSION, correlation_id) + body
+
+
+def decode_init_producer_id_v4(payload: bytes) -> ProducerId:
+    """An InitProducerId v4 answer (flexible: response header v1)."""
+    r = Reader(payload)
+    r.int32()  # correlation id
+    r.tagged_fields()
+    r.int32()  # throttle time
+    error = r.int16()
+    producer_id = r.int64()
+    return ProducerId(error, producer_id, r.int16())
 
 
 # -- AddPartitionsToTxn, AddOffsetsToTxn, EndTxn --------------------------------------------
