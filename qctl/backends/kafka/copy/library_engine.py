@@ -134,10 +134,6 @@ class LibraryCopier:
         self.ends: dict[int, int] = {}
         self.active: set[int] = set()
         self.stuck = False
-        from confluent_kafka import KafkaException
-
-        #: Looked up once: an import per produced message costs more than the produce.
-        self.kafka_exception: type[Exception] = KafkaException
         self.topics: dict[str, int] = {}
         self.missing: set[str] = set()
         self.warned_partitions: set[str] = set()
@@ -511,7 +507,6 @@ class LibraryCopier:
         """``_fill``'s loop for a fixed route, with everything per message kept local:
         at hundreds of thousands of messages a second, each attribute lookup counts.
         Returns how many messages were taken and whether the limit was reached."""
-        from confluent_kafka import KafkaException
 
         if self.request.raw_mapper is not None:
             return self._fast_raw(msgs, batch, limit_left, done_now)
@@ -560,21 +555,10 @@ class LibraryCopier:
             ts_type, ts = m.timestamp()
             if bucket is not None:
                 bucket.acquire()
-            while True:
-                try:
-                    produce(
-                        target,
-                        m.value(),
-                        m.key(),
-                        partition_of[p],
-                        timestamp=ts if ts_type else 0,
-                        headers=headers,
-                    )
-                    break
-                except BufferError:
-                    poll(0.05)
-                except KafkaException as exc:
-                    raise _Abort(str(exc)) from None
+            produce_retrying(
+                produce, poll, target, m.value(), m.key(), partition_of[p], ts if ts_type else 0,
+                headers,
+            )  # fmt: skip
             positions[p] = off + 1
             taken += 1
             if off + 1 >= end:
@@ -592,14 +576,8 @@ class LibraryCopier:
         self, topic: str, value: Any, key: Any, partition: int, ts: int, headers: Any
     ) -> None:
         assert self.producer is not None
-        while True:
-            try:
-                self.producer.produce(topic, value, key, partition, timestamp=ts, headers=headers)
-                return
-            except BufferError:
-                self.producer.poll(0.05)
-            except self.kafka_exception as exc:
-                raise _Abort(str(exc)) from None
+        producer = self.producer
+        produce_retrying(producer.produce, producer.poll, topic, value, key, partition, ts, headers)
 
     def _fast_raw(
         self, msgs: list[Any], batch: BatchTally, limit_left: int | None, done_now: list[int]
@@ -655,27 +633,20 @@ class LibraryCopier:
                 topic = decision.topic
                 if bucket is not None:
                     bucket.acquire()
-                while True:
-                    try:
-                        produce(
-                            topic,
-                            m.value(),
-                            m.key(),
-                            partition,
-                            timestamp=ts if ts_type else 0,
-                            headers=headers if decision.headers is None else decision.headers,
-                        )
-                        break
-                    except BufferError:
-                        poll(0.05)
-                    except self.kafka_exception as exc:
-                        raise _Abort(str(exc)) from None
+                produce_retrying(
+                    produce, poll, topic, m.value(), m.key(), partition,
+                    ts if ts_type else 0,
+                    headers if decision.headers is None else decision.headers,
+                )  # fmt: skip
                 routed += 1
                 per_target[topic] = per_target.get(topic, 0) + 1
             elif decision == SKIP:
                 batch.skipped += 1
             else:  # KEEP: back to the end of its own partition, unchanged
-                self._send(produce, poll, source, m, p, ts if ts_type else 0, headers or None)
+                produce_retrying(
+                    produce, poll, source, m.value(), m.key(), p, ts if ts_type else 0,
+                    headers or None,
+                )  # fmt: skip
                 batch.kept += 1
             positions[p] = off + 1
             taken += 1
@@ -688,18 +659,6 @@ class LibraryCopier:
         poll(0)
         batch.routed += routed
         return taken, limited
-
-    def _send(
-        self, produce: Any, poll: Any, topic: str, m: Any, partition: int, ts: int, headers: Any
-    ) -> None:
-        while True:
-            try:
-                produce(topic, m.value(), m.key(), partition, timestamp=ts, headers=headers)
-                return
-            except BufferError:
-                poll(0.05)
-            except self.kafka_exception as exc:
-                raise _Abort(str(exc)) from None
 
     def _mapped(self, m: Any, batch: BatchTally) -> bool:
         req = self.request
@@ -782,3 +741,30 @@ class LibraryCopier:
                 self.producer.poll(0)
             except Exception:
                 log.debug("purging the producer failed", exc_info=True)
+
+
+def produce_retrying(
+    produce: Callable[..., None],
+    poll: Callable[[float], Any],
+    topic: str,
+    value: Any,
+    key: Any,
+    partition: int,
+    timestamp: int,
+    headers: Any,
+) -> None:
+    """One ``produce`` into librdkafka's queue, waiting while the queue is full (its
+    delivery reports are served meanwhile); librdkafka's refusal aborts the
+    transaction. Called for every message: nothing is imported unless it fails."""
+    while True:
+        try:
+            produce(topic, value, key, partition, timestamp=timestamp, headers=headers)
+            return
+        except BufferError:
+            poll(0.05)
+        except Exception as exc:
+            from confluent_kafka import KafkaException
+
+            if isinstance(exc, KafkaException):
+                raise _Abort(str(exc)) from None
+            raise
