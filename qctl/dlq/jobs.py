@@ -26,6 +26,7 @@ from qctl.backends.capabilities.transactions import (
     KEEP,
     SKIP,
     CopyDecision,
+    CopyMapper,
     CopyProgress,
     CopyRequest,
     CopyRoute,
@@ -36,14 +37,21 @@ from qctl.backends.capabilities.transactions import (
 from qctl.dlq.access import BackendFor, Dlq, Window, read_messages
 from qctl.dlq.provenance import (
     H_ORIGINAL_PARTITION,
-    H_ORIGINAL_TOPIC,
     H_REDRIVE_COUNT,
     H_REDRIVE_ID,
     from_kafka_headers,
     loop_guard_of,
     provenance_of,
 )
-from qctl.dlq.routing import H_PARKED_BY, ORIGIN_UNKNOWN, UNKNOWN, RedriveRules
+from qctl.dlq.routing import (
+    H_PARKED_BY,
+    ORIGIN_NAMES,
+    ORIGIN_UNKNOWN,
+    UNKNOWN,
+    Action,
+    RedriveRules,
+    Verdict,
+)
 from qctl.dlq.selection import Selection
 from qctl.errors import QctlError, UsageError
 from qctl.jobs.model import AT_LEAST_ONCE, EXACTLY_ONCE, Counters, Job
@@ -55,7 +63,7 @@ if TYPE_CHECKING:
     # The at-least-once mover and its parts: a Kafka redrive (the exactly-once copy)
     # does not load them.
     from qctl.jobs.lanes import Lane, Report
-    from qctl.jobs.mover import Decision, MoveStats
+    from qctl.jobs.mover import Decide, Decision, MoveStats
     from qctl.jobs.sources import FileSource, MoveSource
 
 #: Extra deliveries a queue DLQ may hold unacknowledged (failed or not selected) beyond
@@ -168,14 +176,14 @@ def dry_run(dlq: Dlq, opts: DlqJobOptions, max_messages: int | None = None) -> l
             prov = provenance_of(message.headers, dlq.ref.backend)
             if not select(message, prov):
                 key = (prov.origin_label, "(stays)", "not selected")
-            elif rules.parked(prov):
-                key = (prov.origin_label, f"{dlq.ref.name}.parking", "park")
             else:
-                target = rules.target(message, prov)
-                if target is None:
+                verdict = rules.verdict(prov, routing_key=message.routing_key)
+                if verdict.action is Action.PARK:
+                    key = (prov.origin_label, f"{dlq.ref.name}.parking", "park")
+                elif verdict.target is None:
                     key = (prov.origin_label, "(stays)", ORIGIN_UNKNOWN)
                 else:
-                    key = (prov.origin_label, target.label, "redrive")
+                    key = (prov.origin_label, verdict.target.label, "redrive")
                     taken += 1
             groups.setdefault(key, RouteCount(*key)).count += 1
             if opts.limit is not None and taken >= opts.limit:
@@ -223,35 +231,13 @@ def run_dlq_job(job: Job, backend_for: BackendFor, run: JobRun, timeout: float) 
     select = Selection.of(opts.where, opts.older_than, dlq.ref.backend)
     backend = dlq.ref.backend
     own_loop = None  # the rules of a redrive the backend moves itself
+    decide: Decide
     if job.kind == "redrive":
         rules = rules_for(dlq, opts, job.id)
         from_file = opts.from_file is not None
         if queue_redrive.applies(dlq, rules, select, from_file):
             own_loop = rules
-        full = rules.needs_origin or select.older_than is not None
-
-        def decide(message: Message) -> Decision:
-            if full:
-                prov = provenance_of(message.headers, backend)
-            else:
-                prov = loop_guard_of(message.headers)
-            if not select(message, prov):
-                return SKIP if from_file else KEEP
-            if rules.parked(prov):
-                assert rules.parking is not None
-                return Route(
-                    ("produce", rules.parking),
-                    rules.to_parking(message),
-                    str(rules.parking),
-                    parked=True,
-                )
-            target = rules.target(message, prov)
-            if target is None:
-                return Route(("reject", ORIGIN_UNKNOWN), message, ORIGIN_UNKNOWN)
-            return Route(
-                ("produce", target.ref), rules.redriven(message, prov, target), target.label
-            )
-
+        decide = move_decider(rules, select, backend, from_file=from_file)
     else:
         sink: tuple[str, ...] = ("archive",) if opts.to_file else ("discard",)
         label = opts.to_file or "(deleted)"
@@ -286,6 +272,29 @@ def run_dlq_job(job: Job, backend_for: BackendFor, run: JobRun, timeout: float) 
     return rest if first is None else queue_redrive.merged(first, rest)
 
 
+def move_decider(
+    rules: RedriveRules, select: Selection, backend: str, *, from_file: bool
+) -> Decide:
+    """The redrive's verdicts as the generic mover's decisions: a route to the target's
+    produce lane with the copy ``Verdict.applied`` gives, or to the reject lane."""
+    from qctl.jobs.mover import Route
+
+    full = rules.needs_origin or select.older_than is not None
+
+    def decide(message: Message) -> Decision:
+        prov = provenance_of(message.headers, backend) if full else loop_guard_of(message.headers)
+        if not select(message, prov):
+            return SKIP if from_file else KEEP
+        verdict = rules.message_verdict(message, prov)
+        target = verdict.target
+        if target is None:
+            return Route(("reject", ORIGIN_UNKNOWN), message, ORIGIN_UNKNOWN)
+        parked = verdict.action is Action.PARK
+        return Route(("produce", target.ref), verdict.applied(message), target.label, parked)
+
+    return decide
+
+
 def _lane_factory(
     backend_for: BackendFor, opts: DlqJobOptions, timeout: float
 ) -> Callable[[Hashable, Report], Lane]:
@@ -317,7 +326,7 @@ def _move(
     dlq: Dlq,
     opts: DlqJobOptions,
     run: JobRun,
-    decide: Callable[[Message], Decision],
+    decide: Decide,
     lanes: Callable[[Hashable, Report], Lane],
     *,
     selective: bool,
@@ -444,19 +453,6 @@ def _transactional_redrive(job: Job, dlq: Dlq, opts: DlqJobOptions, run: JobRun)
     rules = rules_for(dlq, opts, job.id)
     parking_topic = rules.parking.name if rules.parking is not None else None
 
-    def mapper(message: Message) -> CopyDecision:
-        prov = provenance_of(message.headers, "kafka")
-        if not select(message, prov):
-            return KEEP
-        if rules.parked(prov):
-            assert parking_topic is not None
-            return CopyRoute(parking_topic, rules.to_parking(message), message.partition)
-        target = rules.target(message, prov)
-        if target is None:
-            return UNKNOWN
-        out = rules.redriven(message, prov, target)
-        return CopyRoute(target.ref.name, out, target.ref.partition)
-
     def counters(progress: CopyProgress) -> Counters:
         parked = progress.per_target.get(parking_topic or "", 0)
         failed = sum(progress.rejected.values())
@@ -469,12 +465,12 @@ def _transactional_redrive(job: Job, dlq: Dlq, opts: DlqJobOptions, run: JobRun)
         )
 
     copier = require(dlq.backend, SupportsTransactionalCopy, "exactly-once copies")
-    raw = _raw_redrive(rules, parking_topic) if select.everything else None
+    raw = raw_mapper(rules) if select.everything else None
     request = CopyRequest(
         source=dlq.ref,
         group=dlq.group or f"qctl.dlq.{dlq.ref.name}",
         transactional_id=f"qctl-{job.id}",
-        mapper=mapper,
+        mapper=copy_mapper(rules, select),
         raw_mapper=raw,
         end_offsets=opts.ends(),
         limit=opts.limit,
@@ -495,11 +491,33 @@ def _transactional_redrive(job: Job, dlq: Dlq, opts: DlqJobOptions, run: JobRun)
     )
 
 
-#: The headers a Kafka redrive's decision depends on: origin topic and partition in
-#: each convention, and the loop guard's.
+def copy_mapper(rules: RedriveRules, select: Selection) -> CopyMapper:
+    """The redrive's verdicts as the exactly-once copy's decisions: the copy
+    ``Verdict.applied`` gives to the target topic (and partition); a parked record stays
+    in its own partition."""
+
+    def mapper(message: Message) -> CopyDecision:
+        prov = provenance_of(message.headers, "kafka")
+        if not select(message, prov):
+            return KEEP
+        verdict = rules.message_verdict(message, prov)
+        target = verdict.target
+        if target is None:
+            return UNKNOWN
+        out = verdict.applied(message)
+        if verdict.action is Action.PARK:
+            return CopyRoute(target.ref.name, out, message.partition)
+        return CopyRoute(target.ref.name, out, target.ref.partition)
+
+    return mapper
+
+
+#: The headers a Kafka redrive's verdict depends on: origin topic and partition in each
+#: convention, qctl's origin headers, and the headers a verdict replaces (the loop
+#: guard's, the parking mark).
 _ROUTING_SET = frozenset(
     (
-        H_ORIGINAL_TOPIC,
+        *ORIGIN_NAMES,
         H_ORIGINAL_PARTITION,
         "kafka_dlt-original-topic",
         "kafka_dlt-original-partition",
@@ -507,24 +525,50 @@ _ROUTING_SET = frozenset(
         "__connect.errors.partition",
         H_REDRIVE_COUNT,
         H_REDRIVE_ID,
+        H_PARKED_BY,
     )
 )
-_GUARD = frozenset((H_REDRIVE_COUNT, H_REDRIVE_ID))
 
 
-def _raw_redrive(rules: RedriveRules, parking_topic: str | None) -> RawMapper:
-    """The redrive decision from raw Kafka headers, the same as ``rules`` takes from a
-    Message, cached by the few headers it depends on (a DLQ holds many messages from
+@dataclass(frozen=True, slots=True)
+class _RawEdit:
+    """A verdict as edits of a raw Kafka header list and a route."""
+
+    #: ROUTE: the one route object for every record with these headers.
+    route: RawRoute | None
+    #: PARK: the parking lot's topic (the record stays in its partition).
+    parking: str | None
+    #: The names to remove first; None when the record has none of them.
+    drop: frozenset[str] | None
+    #: The headers to append then.
+    append: tuple[tuple[str, bytes], ...]
+
+
+def _raw_edit(verdict: Verdict, relevant: tuple[tuple[str, bytes | None], ...]) -> _RawEdit:
+    """``verdict`` for records whose routing headers are ``relevant`` (the names the
+    verdict replaces are among those, so whether a record has any is known here)."""
+    replaced = frozenset(name for name, _ in verdict.replace)
+    drop = None
+    if verdict.drop or any(name in replaced for name, _ in relevant):
+        drop = verdict.drop | replaced
+    append = tuple((name, value.encode()) for name, value in (*verdict.add, *verdict.replace))
+    target = verdict.target
+    route = parking = None
+    if target is not None and verdict.action is Action.PARK:
+        parking = target.ref.name
+    elif target is not None:
+        route = RawRoute(target.ref.name, None, target.ref.partition)
+    return _RawEdit(route, parking, drop, append)
+
+
+def raw_mapper(rules: RedriveRules) -> RawMapper:
+    """The redrive's verdicts from raw Kafka headers, the same as ``rules`` gives for a
+    Message, cached by the few headers they depend on (a DLQ holds many messages from
     few origins): per message, one pass over its headers and a dictionary lookup."""
-    cache: dict[tuple[Any, ...], tuple[RawRoute | None, list[Any], bool, str]] = {}
-    job_id = rules.job_id.encode()
-    empty = Message(None)
+    cache: dict[tuple[tuple[str, bytes | None], ...], _RawEdit] = {}
     routing = _ROUTING_SET
-    parked_by = (H_PARKED_BY, job_id)
     #: A parked record stays in its partition: one route per partition.
-    parking = {}
-    if parking_topic is not None:
-        parking = {p: RawRoute(parking_topic, None, p) for p in range(1024)}
+    parked: dict[int, RawRoute] = {}
 
     def decide(headers: list[tuple[str, bytes | None]], partition: int, offset: int) -> Any:
         # A loop, not a comprehension: most messages have one such header, and this
@@ -533,48 +577,34 @@ def _raw_redrive(rules: RedriveRules, parking_topic: str | None) -> RawMapper:
         for h in headers:
             if h[0] in routing:
                 key += (h,)
-        hit = cache.get(key)
-        if hit is None:
-            hit = _decision(rules, parking_topic, key, job_id, empty)
+        edit = cache.get(key)
+        if edit is None:
+            prov = from_kafka_headers(list(key))
+            recorded = any(name in ORIGIN_NAMES for name, _ in key)
+            edit = _raw_edit(rules.verdict(prov, has_origin_headers=recorded), key)
             if len(cache) > 10_000:
                 cache.clear()
-            cache[key] = hit
-        route, guard, guarded, kind = hit
-        if route is not None:
-            if guarded:
-                headers[:] = [h for h in headers if h[0] not in _GUARD]
-            headers.extend(guard)
-            return route  # with the headers as changed here
-        if kind == "park":
-            headers.append(parked_by)
-            found = parking.get(partition)
+            cache[key] = edit
+        drop = edit.drop
+        if drop is not None:
+            headers[:] = [h for h in headers if h[0] not in drop]
+        headers.extend(edit.append)
+        if edit.route is not None:
+            return edit.route  # with the headers as changed here
+        if edit.parking is not None:
+            found = parked.get(partition)
             if found is None:
-                assert parking_topic is not None
-                found = RawRoute(parking_topic, None, partition)
+                found = parked[partition] = RawRoute(edit.parking, None, partition)
             return found
         return UNKNOWN
 
     return decide
 
 
-def _decision(
-    rules: RedriveRules,
-    parking_topic: str | None,
-    relevant: tuple[tuple[str, bytes | None], ...],
-    job_id: bytes,
-    empty: Message,
-) -> tuple[RawRoute | None, list[Any], bool, str]:
-    """(the route, the guard headers it adds, whether old guard headers go, and "route",
-    "park" or "unknown")."""
-    prov = from_kafka_headers(list(relevant))
-    guarded = any(name in _GUARD for name, _ in relevant)
-    if rules.parked(prov):
-        return (None, [], guarded, "park")
-    target = rules.target(empty, prov)
-    if target is None:
-        return (None, [], guarded, "unknown")
-    guard = [(H_REDRIVE_COUNT, str(prov.redrive_count + 1).encode()), (H_REDRIVE_ID, job_id)]
-    return (RawRoute(target.ref.name, None, target.ref.partition), guard, guarded, "route")
+def _raw_redrive(rules: RedriveRules, parking_topic: str | None) -> RawMapper:
+    """``raw_mapper`` under its earlier name and signature (``parking_topic`` is the
+    name of ``rules.parking``)."""
+    return raw_mapper(rules)
 
 
 # -- purge fast paths -------------------------------------------------------------------------

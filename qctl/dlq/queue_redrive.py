@@ -2,8 +2,8 @@
 
 A redrive without ``--where`` routes each message by its provenance headers alone, so
 the backend can move the queue itself, asking the mapper built here once per distinct
-origin instead of building a ``Message`` per delivery. The answers are the ones the
-generic mover's ``decide`` gives (same targets, same headers: ``RedriveRules``). When
+origin instead of building a ``Message`` per delivery. The answers are the generic
+mover's (same targets, same headers: both translate ``RedriveRules.verdict``). When
 the backend hands the move back, the generic mover continues from the source.
 """
 
@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from qctl.backends.capabilities.queuemove import (
+    QueueDecision,
     QueueMapper,
     QueueMoveReport,
     QueueMoveRequest,
@@ -21,11 +22,10 @@ from qctl.backends.capabilities.queuemove import (
 )
 from qctl.dlq.access import Dlq
 from qctl.dlq.provenance import AMQP_PROVENANCE_HEADERS, from_amqp_headers
-from qctl.dlq.routing import H_PARKED_BY, ORIGIN_NAMES, UNKNOWN, RedriveRules
+from qctl.dlq.routing import ORIGIN_NAMES, UNKNOWN, Action, RedriveRules, Verdict
 from qctl.dlq.selection import Selection
 from qctl.jobs.model import Counters
 from qctl.jobs.runner import JobRun, RunResult
-from qctl.messages import Message
 
 #: The headers a redrive's route and header changes depend on: the provenance, and
 #: whether qctl's origin headers are already there.
@@ -50,35 +50,38 @@ def applies(dlq: Dlq, rules: RedriveRules, select: Selection, from_file: bool) -
 
 
 def mapper(rules: RedriveRules) -> QueueMapper:
-    """``RedriveRules`` as a ``QueueMapper``."""
-    parking = rules.parking
+    """``RedriveRules.verdict`` as a ``QueueMapper``."""
 
-    def decide(headers: Mapping[str, Any], exchange: str, routing_key: str) -> Any:
-        prov = from_amqp_headers(headers)
-        if rules.parked(prov):
-            assert parking is not None
-            return QueueRoute(
-                "", parking.name, str(parking), add=((H_PARKED_BY, rules.job_id),), parked=True
-            )
-        delivered = Message(None, source={"routing_key": routing_key, "exchange": exchange})
-        target = rules.target(delivered, prov)
-        if target is None:
-            return UNKNOWN
-        copied = rules.origin_copy(prov, any(name in headers for name in ORIGIN_NAMES))
-        if target.ref.kind == "queue":
-            exchange, key = "", target.ref.name
-        else:
-            exchange, key = target.ref.name, target.routing_key or ""
-        return QueueRoute(
-            exchange,
-            key,
-            target.label,
-            add=(*copied, *rules.guard(prov)),
-            drop=frozenset(rules.strip_headers),
+    def decide(headers: Mapping[str, Any], exchange: str, routing_key: str) -> QueueDecision:
+        recorded = any(name in headers for name in ORIGIN_NAMES)
+        verdict = rules.verdict(
+            from_amqp_headers(headers), routing_key=routing_key, has_origin_headers=recorded
         )
+        return queue_route(verdict)
 
     timeless = not (rules.copy_provenance or rules.strip_headers)
     return QueueMapper(reads=READS, decide=decide, timeless=timeless)
+
+
+def queue_route(verdict: Verdict) -> QueueDecision:
+    """A verdict in the backend's terms: a queue target through the default exchange,
+    an exchange with the target's routing key; the headers a verdict replaces are added
+    (a header table holds one value per name)."""
+    target = verdict.target
+    if target is None:
+        return UNKNOWN
+    if target.ref.kind == "queue":
+        exchange, key = "", target.ref.name
+    else:
+        exchange, key = target.ref.name, target.routing_key or ""
+    return QueueRoute(
+        exchange,
+        key,
+        target.label,
+        add=(*verdict.add, *verdict.replace),
+        drop=verdict.drop,
+        parked=verdict.action is Action.PARK,
+    )
 
 
 class _Control:
