@@ -601,12 +601,6 @@ def raw_mapper(rules: RedriveRules) -> RawMapper:
     return decide
 
 
-def _raw_redrive(rules: RedriveRules, parking_topic: str | None) -> RawMapper:
-    """``raw_mapper`` under its earlier name and signature (``parking_topic`` is the
-    name of ``rules.parking``)."""
-    return raw_mapper(rules)
-
-
 # -- purge fast paths -------------------------------------------------------------------------
 def purge_positions(dlq: Dlq, older_than: str | None) -> Window:
     """Kafka: where the group would move to drop everything (older than D)."""
