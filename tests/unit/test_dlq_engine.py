@@ -309,7 +309,7 @@ def test_raw_kafka_redrive_decides_like_the_message_path(
     headers: list[tuple[str, bytes | None]], keep_partition: bool, max_redrives: int | None
 ) -> None:
     from qctl.backends.capabilities.transactions import RawRoute
-    from qctl.dlq.jobs import UNKNOWN, _raw_redrive
+    from qctl.dlq.jobs import UNKNOWN, raw_mapper
     from qctl.messages import kafka_header_value
 
     r = rules(
@@ -319,7 +319,7 @@ def test_raw_kafka_redrive_decides_like_the_message_path(
         parking=parse_ref("kafka:x.dlq.parking"),
     )
     given = list(headers)  # a route without headers carries this list as the mapper left it
-    raw = _raw_redrive(r, "x.dlq.parking")(given, 1, 7)
+    raw = raw_mapper(r)(given, 1, 7)
     message = Message(
         b"v",
         headers=[(k, kafka_header_value(v)) for k, v in headers],
