@@ -689,7 +689,7 @@ def test_fetch_errors_drop_records_and_the_consumer_fetches_again(
             got.append(message.value())
     consumer.close()
     assert sorted(got) == sorted(values)
-    assert rule.fired == 2
+    assert rule.wait_fired(2, timeout=5) and rule.fired == 2
 
 
 def test_transactional_producer_rides_out_injected_errors(
