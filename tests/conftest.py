@@ -34,6 +34,7 @@ pytest_plugins = [
     "tests.fixtures.private_brokers",
     "tests.fixtures.secure_brokers",
     "tests.fixtures.kafka_cluster",
+    "tests.fixtures.kafka_proxy",
 ]
 
 
