@@ -114,6 +114,11 @@ class _Again(Exception):
     """The transaction must be aborted and done again."""
 
 
+class _TimedOut(_Again):
+    """The coordinator aborted the transaction for outliving its timeout; this producer
+    has a new epoch and does it again."""
+
+
 class Handover(Exception):
     """The copy leaves the plain path: the library copier continues from the last
     committed transaction."""
@@ -461,7 +466,7 @@ class WireCopier:
         if not self.recovery.get(self.txn_coordinator):
             raise _fenced()
         self._init_producer(keep=True)
-        raise _Again(
+        raise _TimedOut(
             f"{what}: the coordinator aborted the transaction after "
             f"transaction.timeout.ms ({self.txn_timeout_ms} ms)"
         )
@@ -544,6 +549,8 @@ class WireCopier:
                     self._transaction()
                     attempts = 0
                 except _Again as why:
+                    if isinstance(why, _TimedOut):
+                        self._timed_out()
                     attempts += 1
                     if attempts >= 3:
                         raise Handover(str(why)) from None
@@ -559,6 +566,14 @@ class WireCopier:
         report = self._finish(started)
         report.stopped = bool(self.active) and not report.limited
         return report, None
+
+    def _timed_out(self) -> None:
+        warning = (
+            f"a transaction stayed open longer than transaction.timeout.ms "
+            f"({self.txn_timeout_ms} ms); the coordinator aborted it and it was done again"
+        )
+        if warning not in self.report.warnings:
+            self.report.warnings.append(warning)
 
     def _redo(self, attempt: int) -> None:
         """After a refused Produce a broker may accept again soon (a leader not ready
@@ -691,13 +706,16 @@ class WireCopier:
             raise Handover(blocked)
 
     def _budget(self, counted: int) -> int:
-        """Records the next round may count: what ``--limit`` leaves, and with ``--rate``
-        a tenth of a second's worth, waited for (each transaction stays near
+        """Records the next round may count: what ``--limit`` leaves (0: the limit is
+        reached), at most what the transaction's ``txn_messages`` leaves, and with
+        ``--rate`` a tenth of a second's worth, waited for (each transaction stays near
         ``txn_seconds``, and progress is committed at that pace)."""
         req = self.request
         budget = 1 << 62
         if req.limit is not None:
             budget = req.limit - self.report.routed - counted
+        if budget > 0:
+            budget = min(budget, req.txn_messages - counted)
         if self.bucket is not None and budget > 0:
             want = min(budget, max(1, int(self.bucket.rate // 10)))
             time.sleep(self.bucket.delay(want))
