@@ -183,8 +183,6 @@ class WireCopier:
         self.sequences: dict[tuple[str, int], int] = defaultdict(int)
         self.in_txn = False
         self.txn_timeout_ms = transaction_timeout_ms(backend.settings)
-        #: Whether each broker speaks InitProducerId v4 (``_epoch_lost``).
-        self.recovery: dict[tuple[str, int], bool] = {}
         #: Transactions whose commit went unanswered when the copy handed over.
         self.in_doubt: list[InDoubt] = []
         #: Produce requests sent and not yet answered: (connection, correlation id).
@@ -222,8 +220,6 @@ class WireCopier:
                 raise Handover(
                     f"{address[0]}:{address[1]} does not speak {API_NAMES[api]} v{version}"
                 )
-        low, high = versions.get(tw.INIT_PRODUCER_ID, (0, -1))
-        self.recovery[address] = low <= tw.RECOVERY_VERSION <= high
 
     def _drop(self, conn: Connection) -> None:
         """Close ``conn`` and forget it: the next request there connects anew."""
@@ -435,23 +431,15 @@ class WireCopier:
     def _ask_producer_id(
         self, transactional_id: str, coordinator: tuple[str, int], expected: tuple[int, int] | None
     ) -> tw.ProducerId:
-        """One InitProducerId: v4 where the coordinator speaks it, else v1 (which
-        cannot name the producer: on such brokers, ``expected`` is not checked)."""
-        self._connection("txn", coordinator)  # its versions decide which request
-        if self.recovery.get(coordinator):
-            producer_id, epoch = expected if expected is not None else (-1, -1)
-            make = partial(
-                tw.encode_init_producer_id_v4,
-                transactional_id=transactional_id,
-                timeout_ms=self.txn_timeout_ms,
-                producer_id=producer_id,
-                epoch=epoch,
-            )
-            return tw.decode_init_producer_id_v4(self._call("txn", coordinator, make))
+        """One InitProducerId, naming the producer id and epoch this run holds
+        (``expected``) or none (-1, -1)."""
+        producer_id, epoch = expected if expected is not None else (-1, -1)
         make = partial(
             tw.encode_init_producer_id,
             transactional_id=transactional_id,
             timeout_ms=self.txn_timeout_ms,
+            producer_id=producer_id,
+            epoch=epoch,
         )
         return tw.decode_init_producer_id(self._call("txn", coordinator, make))
 
@@ -460,11 +448,10 @@ class WireCopier:
         Either the coordinator aborted the open transaction for lasting longer than
         ``transaction.timeout.ms`` (the producer may go on with a new epoch: the
         transaction is done again, ``_Again``), or another process took the job over
-        (``_fenced``). Only InitProducerId v4 tells the two apart."""
+        (``_fenced``): InitProducerId with this producer's id and epoch tells the two
+        apart."""
         self.in_txn = False  # aborted by the coordinator, or by the other producer
         self.in_doubt.clear()  # so it did not commit
-        if not self.recovery.get(self.txn_coordinator):
-            raise _fenced()
         self._init_producer(keep=True)
         raise _TimedOut(
             f"{what}: the coordinator aborted the transaction after "

@@ -1,11 +1,14 @@
 """The requests of Kafka's transactional producer, for the exactly-once wire copy.
 
-A transaction as Kafka's own producer runs it (KIP-98), in the classic (non-flexible)
-versions every broker from 2.5 to 4.x answers:
+A transaction as Kafka's own producer runs it (KIP-98), in versions every broker from
+2.8 to 4.x answers (the classic, non-flexible ones where they exist):
 
 * FindCoordinator with key type 1 names the transaction coordinator;
-* InitProducerId v1 gives a producer id and epoch for the transactional id. It fences
-  the id's earlier producers and aborts their open transaction;
+* InitProducerId v4 gives a producer id and epoch for the transactional id. Asked
+  without one, it fences the id's earlier producers and aborts their open transaction;
+  asked with the producer's own (KIP-360, KIP-588), it tells a producer whose
+  transaction the coordinator aborted for outliving its timeout (a new epoch) from one
+  another producer fenced (PRODUCER_FENCED);
 * AddPartitionsToTxn v1 and AddOffsetsToTxn v1 tell the coordinator which partitions and
   which group a transaction touches, before anything is written to them;
 * Produce v7 writes record batches marked transactional; TxnOffsetCommit v2 writes the
@@ -40,21 +43,15 @@ ADD_OFFSETS_TO_TXN = 25
 END_TXN = 26
 TXN_OFFSET_COMMIT = 28
 
-#: The version of each request this module speaks. InitProducerId also speaks v4
-#: (``RECOVERY_VERSION``), where the broker has it.
+#: The version of each request this module speaks.
 VERSIONS = {
     PRODUCE: 7,
-    INIT_PRODUCER_ID: 1,
+    INIT_PRODUCER_ID: 4,
     ADD_PARTITIONS_TO_TXN: 1,
     ADD_OFFSETS_TO_TXN: 1,
     END_TXN: 1,
     TXN_OFFSET_COMMIT: 2,
 }
-#: InitProducerId v4 (KIP-360, KIP-588): it names the producer id and epoch the client
-#: holds, so the coordinator can tell a producer whose transaction it aborted for
-#: taking too long (it may go on, with a new epoch) from one another producer fenced
-#: (PRODUCER_FENCED).
-RECOVERY_VERSION = 4
 
 NONE = 0
 NOT_LEADER_OR_FOLLOWER = 6
@@ -102,21 +99,7 @@ class ProducerId(NamedTuple):
     epoch: int
 
 
-def encode_init_producer_id(correlation_id: int, transactional_id: str, timeout_ms: int) -> bytes:
-    body = nullable_string(transactional_id) + _I32.pack(timeout_ms)
-    return request_header_v1(INIT_PRODUCER_ID, 1, correlation_id) + body
-
-
-def decode_init_producer_id(payload: bytes) -> ProducerId:
-    try:
-        (error,) = _I16.unpack_from(payload, 8)  # after correlation id, throttle time
-        producer_id, epoch = _PRODUCER.unpack_from(payload, 10)
-    except struct.error:
-        raise WireError("truncated InitProducerId answer") from None
-    return ProducerId(error, producer_id, epoch)
-
-
-def encode_init_producer_id_v4(
+def encode_init_producer_id(
     correlation_id: int, transactional_id: str, timeout_ms: int, producer_id: int, epoch: int
 ) -> bytes:
     """InitProducerId v4 (flexible) for the producer id and epoch this client holds (-1,
@@ -127,10 +110,10 @@ def encode_init_producer_id_v4(
         + _PRODUCER.pack(producer_id, epoch)
         + uvarint(0)
     )
-    return request_header_v2(INIT_PRODUCER_ID, RECOVERY_VERSION, correlation_id) + body
+    return request_header_v2(INIT_PRODUCER_ID, VERSIONS[INIT_PRODUCER_ID], correlation_id) + body
 
 
-def decode_init_producer_id_v4(payload: bytes) -> ProducerId:
+def decode_init_producer_id(payload: bytes) -> ProducerId:
     """An InitProducerId v4 answer (flexible: response header v1)."""
     r = Reader(payload)
     r.int32()  # correlation id
