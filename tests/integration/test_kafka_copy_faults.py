@@ -207,6 +207,29 @@ def assert_fired(rule: FaultRule) -> None:
     assert rule.fired >= 1, "the fault never fired: the test proved nothing"
 
 
+def copied_exactly(
+    job: Job,
+    caplog: pytest.LogCaptureFixture,
+    rule: FaultRule,
+    *,
+    handed_over: str | None = None,
+    redone: bool = False,
+) -> CopyReport:
+    """Run the copy with ``rule`` in place: the rule fires, the copy hands over to
+    librdkafka exactly when ``handed_over`` names why, does a transaction again where
+    ``redone``, and leaves the target and the group exact."""
+    report = run_logged(job, caplog)
+    assert_fired(rule)
+    if handed_over is None:
+        assert HANDED_OVER not in caplog.text
+    else:
+        assert f"{HANDED_OVER}: {handed_over}" in caplog.text
+    if redone:
+        assert "done again" in caplog.text
+    job.check_exact(report)
+    return report
+
+
 # -- faults the wire copy rides out itself ------------------------------------------------
 @pytest.mark.parametrize("code", [6, 7, 19, 20])
 @pytest.mark.parametrize("forward", [False, True], ids=["not-written", "written"])
@@ -222,11 +245,7 @@ def test_a_produce_refused_once_is_done_again_and_committed_exactly(
     with a new epoch, and commits what it sends (a redone transaction once left the
     records taken after the redo unsent while committing their offsets)."""
     rule = kafka_proxy.fault(PRODUCE, nth=2, error=code, forward=forward, when=wire(PRODUCE))
-    report = run_logged(job, caplog)
-    assert_fired(rule)
-    assert "done again" in caplog.text
-    assert HANDED_OVER not in caplog.text
-    job.check_exact(report)
+    copied_exactly(job, caplog, rule, redone=True)
 
 
 @pytest.mark.parametrize(
@@ -268,10 +287,7 @@ def test_a_coordinator_error_is_retried_as_kafkas_producer_retries_it(
     having done nothing: the request is sent again (to a coordinator found anew where it
     moved) and the copy goes on."""
     rule = kafka_proxy.fault(api_key, nth=2, times=2, error=code, forward=False, when=wire(api_key))
-    report = run_logged(job, caplog)
-    assert_fired(rule)
-    assert HANDED_OVER not in caplog.text
-    job.check_exact(report)
+    copied_exactly(job, caplog, rule)
 
 
 @pytest.mark.parametrize("api_key", [PRODUCE, TXN_OFFSET_COMMIT, END_TXN])
@@ -287,11 +303,7 @@ def test_an_epoch_error_without_a_new_owner_does_the_transaction_again(
     InitProducerId v4 with the producer's own id and epoch tells the coordinator's own
     abort apart from a fence, and the transaction is done again."""
     rule = kafka_proxy.fault(api_key, nth=2, error=code, forward=False, when=wire(api_key))
-    report = run_logged(job, caplog)
-    assert_fired(rule)
-    assert "done again" in caplog.text
-    assert HANDED_OVER not in caplog.text
-    job.check_exact(report)
+    copied_exactly(job, caplog, rule, redone=True)
 
 
 @pytest.mark.parametrize("api_key", [PRODUCE, ADD_PARTITIONS, TXN_OFFSET_COMMIT, END_TXN])
@@ -307,10 +319,7 @@ def test_a_connection_cut_mid_request_is_ridden_out(
     but before its answer: a coordinator request is sent again on a new connection (a
     commit sent twice commits once), a Produce's transaction is done again."""
     rule = kafka_proxy.fault(api_key, nth=2, cut=cut, when=wire(api_key))  # type: ignore[arg-type]
-    report = run_logged(job, caplog)
-    assert_fired(rule)
-    assert HANDED_OVER not in caplog.text
-    job.check_exact(report)
+    copied_exactly(job, caplog, rule)
 
 
 # -- faults that hand the copy to librdkafka ---------------------------------------------
@@ -320,10 +329,7 @@ def test_a_fetch_error_hands_the_rest_to_librdkafka_exactly(
     """A Fetch answered with NOT_LEADER_OR_FOLLOWER mid-copy: the wire copy commits
     nothing more and librdkafka continues from the last committed transaction."""
     rule = kafka_proxy.fault(FETCH, nth=2, error=6, when=lambda r: r.version == 4)
-    report = run_logged(job, caplog)
-    assert_fired(rule)
-    assert f"{HANDED_OVER}: Fetch of partition" in caplog.text
-    job.check_exact(report)
+    copied_exactly(job, caplog, rule, handed_over="Fetch of partition")
 
 
 def test_a_commit_never_answered_is_counted_from_the_committed_offsets(
