@@ -20,13 +20,12 @@ import logging
 from collections.abc import Iterable
 
 from qctl.backends.kafka.wire.admin import OFFSET_FETCH
-from qctl.backends.kafka.wire.codec import WireError, error_name
+from qctl.backends.kafka.wire.codec import WireError, WireUnsupported, error_name
 from qctl.backends.kafka.wire.connection import Connection
 from qctl.backends.kafka.wire.coordinators import (
     Address,
     CoordinatedWire,
     GroupRefused,
-    WireUnsupported,
 )
 
 __all__ = ["CommittedOffsetsFetcher", "Offsets", "WireUnsupported"]
@@ -63,6 +62,8 @@ class CommittedOffsetsFetcher(CoordinatedWire):
                 probe = self.probe(address)
                 self._check_version(probe, address)
                 results = probe.offset_fetches(groups)
+            except WireUnsupported:
+                raise
             except WireError as exc:
                 self.drop(address)
                 log.debug("pipelined OffsetFetch at %s:%s: %s", *address, exc)

@@ -28,16 +28,12 @@ from qctl.backends.capabilities.groups import (
     GroupDescription,
     GroupListing,
 )
-from qctl.backends.kafka.wire.codec import (
-    WireError,
-    error_name,
-)
+from qctl.backends.kafka.wire.codec import WireError, WireUnsupported, error_name
 from qctl.backends.kafka.wire.connection import Connection
 from qctl.backends.kafka.wire.coordinators import (
     Address,
     CoordinatedWire,
     GroupRefused,
-    WireUnsupported,
 )
 from qctl.backends.kafka.wire.groups import (
     CONSUMER_GROUP_DESCRIBE,
@@ -83,6 +79,8 @@ class GroupsWire(CoordinatedWire):
                         [partial(encode_list_groups_request, version=version)]
                     )
                     error, listed = decode_list_groups_response(answer, version)
+                except WireUnsupported:
+                    raise
                 except WireError as exc:
                     self.drop(address)
                     missing.append(f"broker {broker.node_id} ({broker.host}:{broker.port}): {exc}")
@@ -109,6 +107,8 @@ class GroupsWire(CoordinatedWire):
                 self.version(probe, address, METADATA, 4, 4)
                 [answer] = probe.pipeline([encode_metadata_request])
                 return decode_metadata_brokers(answer)
+            except WireUnsupported:
+                raise
             except WireError as exc:
                 self.drop(address)
                 why = f"{address[0]}:{address[1]}: {exc}"
@@ -134,6 +134,8 @@ class GroupsWire(CoordinatedWire):
         try:
             probe = self.probe(address)
             answers = self._ask(probe, address, groups)
+        except WireUnsupported:
+            raise
         except WireError as exc:
             self.drop(address)
             log.debug("DescribeGroups at %s:%s: %s", *address, exc)
