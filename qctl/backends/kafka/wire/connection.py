@@ -87,7 +87,8 @@ class Connection:
         #: Requests sent with ``send`` and not received yet.
         self.inflight = 0
         self._reauth_at = math.inf
-        self._expires_at = math.inf
+        #: When the broker ends the SASL session (time.monotonic()), if it limits it.
+        self.session_ends = math.inf
         client = self.config.client_id.encode()
         self._client_header = None if client == CLIENT_ID else INT16.pack(len(client)) + client
         self.sock = self._open()
@@ -180,16 +181,16 @@ class Connection:
             ) from None
         if lifetime > 0:
             self._reauth_at = time.monotonic() + lifetime / 1000 * REAUTH_AT
-            self._expires_at = started + lifetime / 1000
+            self.session_ends = started + lifetime / 1000
         else:
-            self._reauth_at = self._expires_at = math.inf
+            self._reauth_at = self.session_ends = math.inf
 
     def _keep_session(self) -> None:
         """Before a request goes out: renew a SASL session 90% through its lifetime when
         no request is in flight (or connect again when it already ended)."""
         if self.inflight or time.monotonic() < self._reauth_at:
             return
-        if time.monotonic() >= self._expires_at:
+        if time.monotonic() >= self.session_ends:
             self.sock.close()
             self.sock = self._open()
             return
