@@ -115,6 +115,10 @@ def broker() -> Iterator[ScriptedBroker]:
     made.close()
 
 
+def sleep_until(when: float) -> None:
+    time.sleep(max(when - time.monotonic(), 0))
+
+
 def plain(client_id: str = "qctl", password: str = "pw") -> WireConfig:
     return WireConfig(sasl=SaslCredentials("PLAIN", "u", password), client_id=client_id)
 
@@ -159,14 +163,14 @@ def test_a_refused_login_is_an_auth_error(broker: ScriptedBroker) -> None:
 
 
 def test_the_session_is_renewed_at_90_percent_of_its_lifetime(broker: ScriptedBroker) -> None:
-    broker.lifetime_ms = 2000
+    broker.lifetime_ms = 4000
     with Connection("127.0.0.1", broker.port, 10, plain()) as conn:
         start = time.monotonic()
         conn.request(echo(1))  # well within the session: no login
-        time.sleep(1.2)
+        sleep_until(start + 2.4)
         conn.request(echo(2))  # 60%: still none
-        time.sleep(0.65)
-        conn.request(echo(3))  # past 90% (1.8 s): log in again first, same connection
+        sleep_until(start + 3.7)
+        conn.request(echo(3))  # past 90% (3.6 s): log in again first, same connection
     keys = broker.keys()
     assert keys == [
         API_VERSIONS, SASL_HANDSHAKE, SASL_AUTHENTICATE,
@@ -175,14 +179,15 @@ def test_the_session_is_renewed_at_90_percent_of_its_lifetime(broker: ScriptedBr
     ]  # fmt: skip
     assert {s.connection for s in broker.seen} == {1}
     renewed = broker.seen[5].at - start
-    assert 1.8 <= renewed < 2.0
+    assert 3.6 <= renewed < 4.0
 
 
 def test_no_renewal_while_a_request_is_in_flight(broker: ScriptedBroker) -> None:
-    broker.lifetime_ms = 1000
+    broker.lifetime_ms = 4000
     with Connection("127.0.0.1", broker.port, 10, plain()) as conn:
+        start = time.monotonic()
         first = conn.send(echo)
-        time.sleep(0.93)  # past 90%, but an answer is still owed
+        sleep_until(start + 3.7)  # past 90%, but an answer is still owed
         second = conn.send(echo)
         assert conn.inflight == 2
         conn.receive(first)

@@ -10,8 +10,9 @@ what Kafka documents for those errors: find the coordinator again and retry, wit
 timeout.
 
 This module holds what the requests share: one connection per broker for all the groups
-of a call, the coordinator lookup (pipelined for many groups), the version checks and
-the retry loop. ``committed`` (OffsetFetch) and ``group_reads`` (ListGroups,
+of a call, the coordinator lookup (pipelined for many groups) and the retry loop; each
+connection picks request versions from the ApiVersions answer it got when it connected
+(``Connection.version``). ``committed`` (OffsetFetch) and ``group_reads`` (ListGroups,
 DescribeGroups, ConsumerGroupDescribe) build on it.
 """
 
@@ -92,7 +93,7 @@ class CoordinatedWire:
         for address in self.addresses:
             try:
                 probe = self.probe(address)
-                version = self.version(probe, address, FIND_COORDINATOR, 1, 4)
+                version = probe.version(FIND_COORDINATOR, 1, 4)
                 answers = probe.find_coordinators(ids, version)
             except WireUnsupported:
                 raise
@@ -169,16 +170,6 @@ class CoordinatedWire:
                 raise
             self._probes[address] = probe
         return probe
-
-    @staticmethod
-    def version(probe: Connection, address: Address, api_key: int, low: int, high: int) -> int:
-        """The highest version of ``api_key`` in ``low..high`` the broker at ``address``
-        speaks (``Connection.version``); ``WireUnsupported`` when it speaks none."""
-        return probe.version(api_key, low, high)
-
-    @staticmethod
-    def supports(probe: Connection, address: Address, api_key: int, low: int, high: int) -> bool:
-        return probe.supports(api_key, low, high)
 
     def drop(self, address: Address) -> None:
         probe = self._probes.pop(address, None)

@@ -74,7 +74,7 @@ class GroupsWire(CoordinatedWire):
                 address = (broker.host, broker.port)
                 try:
                     probe = self.probe(address)
-                    version = self.version(probe, address, LIST_GROUPS, 3, 5)
+                    version = probe.version(LIST_GROUPS, 3, 5)
                     [answer] = probe.pipeline(
                         [partial(encode_list_groups_request, version=version)]
                     )
@@ -104,7 +104,7 @@ class GroupsWire(CoordinatedWire):
         for address in self.addresses:
             try:
                 probe = self.probe(address)
-                self.version(probe, address, METADATA, 4, 4)
+                probe.version(METADATA, 4, 4)
                 [answer] = probe.pipeline([encode_metadata_request])
                 return decode_metadata_brokers(answer)
             except WireUnsupported:
@@ -155,12 +155,12 @@ class GroupsWire(CoordinatedWire):
         self, probe: Connection, address: Address, groups: list[str]
     ) -> dict[str, tuple[int, GroupDescription]]:
         """DescribeGroups, then ConsumerGroupDescribe for the groups it calls Dead."""
-        self.version(probe, address, DESCRIBE_GROUPS, 4, 4)
+        probe.version(DESCRIBE_GROUPS, 4, 4)
         [answer] = probe.pipeline([partial(encode_describe_groups_request, group_ids=groups)])
         node = self.nodes.get(address)
         answers = decode_describe_groups_response(answer, node)
         dead = [g for g, (error, desc) in answers.items() if not error and desc.state == "Dead"]
-        if dead and self.supports(probe, address, CONSUMER_GROUP_DESCRIBE, 0, 0):
+        if dead and probe.supports(CONSUMER_GROUP_DESCRIBE, 0, 0):
             [answer] = probe.pipeline(
                 [partial(encode_consumer_group_describe_request, group_ids=dead)]
             )
