@@ -64,9 +64,17 @@ def apply_kafka_verification(conf: dict[str, Any], settings: Mapping[str, Any]) 
     if is_insecure(settings, "kafka"):
         conf.update(KAFKA_INSECURE_OVERRIDES)
         return
-    for key, off in KAFKA_INSECURE_OVERRIDES.items():
-        if str(conf.get(key, "")).lower() == off:
-            raise refuse_silent_off("kafka", f"{key}: {off}")
+    for key, spellings in _LIBRDKAFKA_OFF.items():
+        value = conf.get(key)
+        if value is not None and str(value).lower() in spellings:
+            raise refuse_silent_off("kafka", f"{key}: {value}")
+
+
+#: Every way librdkafka reads these as "off" (booleans: false, f, 0; enums in any case).
+_LIBRDKAFKA_OFF = {
+    "enable.ssl.certificate.verification": {"false", "f", "0"},
+    "ssl.endpoint.identification.algorithm": {"none"},
+}
 
 
 def insecure_warning(context: str, backend: str) -> str:

@@ -388,9 +388,16 @@ def test_ssl_endpoint_identification_algorithm() -> None:
     )
 
 
-def test_enable_ssl_certificate_verification_and_insecure() -> None:
+@pytest.mark.parametrize("off", [False, "false", "F", "0"])
+def test_verification_off_in_any_of_librdkafkas_spellings_needs_insecure(off: object) -> None:
+    settings = {"security.protocol": "SSL", "enable.ssl.certificate.verification": off}
     with pytest.raises(ConfigError, match="insecure: true"):
-        decide({"security.protocol": "SSL", "enable.ssl.certificate.verification": False})
+        decide(settings)
+    ctx = spoken({**settings, "insecure": True}).ssl_context
+    assert ctx is not None and ctx.verify_mode == ssl.CERT_NONE
+
+
+def test_enable_ssl_certificate_verification_and_insecure() -> None:
     ctx = spoken({"security.protocol": "SSL", "insecure": True}).ssl_context
     assert ctx is not None
     assert ctx.verify_mode == ssl.CERT_NONE and not ctx.check_hostname
