@@ -14,7 +14,7 @@ import socket
 import ssl
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -651,3 +651,32 @@ def test_every_property_of_the_contract_is_in_the_docs_table() -> None:
         "hands the command to librdkafka",
         "no effect on connecting",
     }
+
+
+# -- every row of the contract ---------------------------------------------------------------------
+def settings_reading(row_applies: wc.Applies) -> dict[str, Any]:
+    """Settings under which librdkafka reads a property of ``row_applies``."""
+    return (
+        {**SASL, "sasl.mechanism": "PLAIN"}
+        if row_applies is not wc.Applies.TLS
+        else {"security.protocol": "SSL"}
+    )
+
+
+HANDOVERS = [name for name, row in CONTRACT.items() if row.effect is Effect.HANDOVER]
+NO_EFFECT = [name for name, row in CONTRACT.items() if row.effect is Effect.NONE]
+
+
+@pytest.mark.parametrize("prop", HANDOVERS)
+def test_every_handover_row_hands_over(prop: str) -> None:
+    handed_over({**settings_reading(CONTRACT[prop].applies), prop: "x"}, prop)
+
+
+@pytest.mark.parametrize("prop", NO_EFFECT)
+def test_every_no_effect_row_changes_nothing(prop: str) -> None:
+    settings = settings_reading(CONTRACT[prop].applies)
+    with_it, without = spoken({**settings, prop: "1"}), spoken(settings)
+    # TLS contexts compare by identity: compare what is in them apart.
+    assert replace(with_it, ssl_context=None) == replace(without, ssl_context=None)
+    assert with_it.ssl_context is not None and without.ssl_context is not None
+    assert with_it.ssl_context.get_ca_certs() == without.ssl_context.get_ca_certs()
