@@ -49,6 +49,34 @@ def is_insecure(settings: Mapping[str, Any], section: str) -> bool:
     return flag(settings, "insecure", section)
 
 
+#: What ``insecure: true`` sets in a ``kafka`` section (librdkafka's property names); set
+#: any other way, these values are refused.
+KAFKA_INSECURE_OVERRIDES = {
+    "enable.ssl.certificate.verification": "false",
+    "ssl.endpoint.identification.algorithm": "none",
+}
+
+
+def apply_kafka_verification(conf: dict[str, Any], settings: Mapping[str, Any]) -> None:
+    """Kafka certificate verification stays on unless ``insecure: true`` (``conf`` gets
+    ``KAFKA_INSECURE_OVERRIDES`` then); other ways to turn it off fail. Both librdkafka's
+    configuration and qctl's own wire client take their properties through this."""
+    if is_insecure(settings, "kafka"):
+        conf.update(KAFKA_INSECURE_OVERRIDES)
+        return
+    for key, spellings in _LIBRDKAFKA_OFF.items():
+        value = conf.get(key)
+        if value is not None and str(value).lower() in spellings:
+            raise refuse_silent_off("kafka", f"{key}: {value}")
+
+
+#: Every way librdkafka reads these as "off" (booleans: false, f, 0; enums in any case).
+_LIBRDKAFKA_OFF = {
+    "enable.ssl.certificate.verification": {"false", "f", "0"},
+    "ssl.endpoint.identification.algorithm": {"none"},
+}
+
+
 def insecure_warning(context: str, backend: str) -> str:
     return (
         f"context {context!r}: TLS certificate verification is OFF for {backend} "

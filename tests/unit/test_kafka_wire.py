@@ -17,7 +17,7 @@ from qctl.backends.kafka.wire.admin import (
     encode_api_versions_request,
     encode_offset_fetch_request,
 )
-from qctl.backends.kafka.wire.codec import WireError, compact_string, uvarint
+from qctl.backends.kafka.wire.codec import WireError, WireUnsupported, compact_string, uvarint
 
 
 def api_versions_response(finalized_level: int, supported_max: int) -> bytes:
@@ -52,15 +52,19 @@ def test_api_versions_response_is_decoded() -> None:
 
 
 def test_api_versions_error_code_raises() -> None:
-    with pytest.raises(WireError, match="error code 35"):
+    with pytest.raises(WireUnsupported, match="does not speak ApiVersions v3"):
         decode_api_versions_response(struct.pack(">ih", 1, 35))
+    with pytest.raises(WireError, match="error code 33"):
+        decode_api_versions_response(struct.pack(">ih", 1, 33))
 
 
 def test_request_frame_layout() -> None:
-    frame = encode_api_versions_request(9)
+    frame = encode_api_versions_request(9, "qctl", "1.2.3")
     api_key, version, correlation, client_len = struct.unpack(">hhih", frame[:10])
     assert (api_key, version, correlation) == (18, 3, 9)
     assert frame[10 : 10 + client_len] == b"qctl"
+    # No header tags, then ClientSoftwareName and ClientSoftwareVersion (KIP-511).
+    assert frame[10 + client_len :] == b"\x00" + b"\x05qctl" + b"\x061.2.3" + b"\x00"
 
 
 def test_describe_quorum_response_is_decoded() -> None:

@@ -1,10 +1,10 @@
-"""The wire client's SASL login: SCRAM against RFC 7677's worked example, settings."""
+"""The wire client's SASL login: SCRAM against RFC 7677's worked example."""
 
 from __future__ import annotations
 
 import pytest
 
-from qctl.backends.kafka.wire.auth import SaslError, ScramClient, credentials_from_settings
+from qctl.backends.kafka.wire.auth import SaslError, ScramClient
 
 SERVER_FIRST = (
     b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
@@ -39,35 +39,3 @@ def test_a_forged_server_signature_or_nonce_is_refused() -> None:
 def test_user_names_are_escaped() -> None:
     client = ScramClient("SCRAM-SHA-512", "a=b,c", "x", nonce="n")
     assert client.first() == b"n,,n=a=3Db=2Cc,r=n"
-
-
-@pytest.mark.parametrize(
-    ("settings", "login"),
-    [
-        ({}, None),
-        ({"security.protocol": "SSL"}, None),
-        ({"security.protocol": "SASL_SSL", "sasl.username": "u"}, None),  # GSSAPI default
-        (
-            {"security.protocol": "SASL_SSL", "sasl.mechanism": "OAUTHBEARER",
-             "sasl.username": "u"},
-            None,
-        ),
-        (
-            {"security.protocol": "sasl_ssl", "sasl.mechanisms": "scram-sha-512",
-             "sasl.username": "u", "sasl.password": "pw-secret"},
-            ("SCRAM-SHA-512", "u", "pw-secret"),
-        ),
-        (
-            {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
-             "sasl.username": "u", "sasl.password": "pw-secret"},
-            ("PLAIN", "u", "pw-secret"),
-        ),
-    ],
-)  # fmt: skip
-def test_the_login_comes_from_librdkafkas_properties(
-    settings: dict[str, str], login: tuple[str, str, str] | None
-) -> None:
-    creds = credentials_from_settings(settings)
-    got = None if creds is None else (creds.mechanism, creds.username, creds.password)
-    assert got == login
-    assert creds is None or "pw-secret" not in repr(creds)

@@ -161,5 +161,7 @@ def test_delete_with_a_sasl_mechanism_qctl_cannot_speak_is_refused_before_any_io
     with pytest.raises(QctlError) as caught:
         backend.delete_offsets("g", [TopicPartition("t", 0)])
     assert caught.value.exit_code == ExitCode.FAILED
-    assert "not supported with SASL mechanism GSSAPI" in str(caught.value)
+    assert "leaves this context to librdkafka (sasl.mechanism: " in str(caught.value)
+    assert "does not speak GSSAPI" in str(caught.value)
+    assert "kafka-consumer-groups --delete-offsets" in caught.value.hint
     assert backend.delete_offsets("g", []) == []

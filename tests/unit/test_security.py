@@ -56,7 +56,11 @@ def test_kafka_verification_stays_on_by_default() -> None:
     [
         {"enable.ssl.certificate.verification": False},
         {"enable.ssl.certificate.verification": "false"},
+        # librdkafka also reads f and 0 as false, and enum values in any case.
+        {"enable.ssl.certificate.verification": "0"},
+        {"enable.ssl.certificate.verification": "F"},
         {"ssl.endpoint.identification.algorithm": "none"},
+        {"ssl.endpoint.identification.algorithm": "NONE"},
     ],
 )
 def test_kafka_verification_off_needs_insecure(off: dict[str, object]) -> None:

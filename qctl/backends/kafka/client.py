@@ -29,12 +29,6 @@ QCTL_KEYS = {"bootstrap_servers", "dlq_patterns", "insecure", "dlq_group"}
 
 LIBRDKAFKA_LOG = logging.getLogger("qctl.librdkafka")
 
-#: What ``insecure: true`` sets; set any other way they are refused (``security.py``).
-INSECURE_OVERRIDES = {
-    "enable.ssl.certificate.verification": "false",
-    "ssl.endpoint.identification.algorithm": "none",
-}
-
 #: The settings behind each bootstrap address in use, so ``translate`` (called from
 #: many places with only the address) can name the user and diagnose TLS failures.
 _SETTINGS_BY_TARGET: dict[str, Mapping[str, Any]] = {}
@@ -57,7 +51,7 @@ def client_config(settings: Mapping[str, Any], timeout: float) -> dict[str, Any]
         if key in QCTL_KEYS or key == "bootstrap.servers":
             continue
         conf[key] = str(value).lower() if isinstance(value, bool) else value
-    apply_verification(conf, settings)
+    security.apply_kafka_verification(conf, settings)
     _SETTINGS_BY_TARGET[conf["bootstrap.servers"]] = settings
     timeout_ms = max(int(timeout * 1000), 1000)
     conf.setdefault("socket.timeout.ms", timeout_ms)
@@ -73,35 +67,26 @@ def client_config(settings: Mapping[str, Any], timeout: float) -> dict[str, Any]
     return conf
 
 
-def apply_verification(conf: dict[str, Any], settings: Mapping[str, Any]) -> None:
-    """Verification stays on unless ``insecure: true``; other ways to turn it off fail."""
-    if security.is_insecure(settings, "kafka"):
-        conf.update(INSECURE_OVERRIDES)
-        return
-    for key, off in INSECURE_OVERRIDES.items():
-        if str(conf.get(key, "")).lower() == off:
-            raise security.refuse_silent_off("kafka", f"{key}: {off}")
-
-
 def ssl_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     """The ``ssl.*`` properties as librdkafka will use them (``insecure`` applied)."""
     conf = {k: v for k, v in settings.items() if str(k).startswith("ssl.")}
-    apply_verification(conf, settings)
+    security.apply_kafka_verification(conf, settings)
     return conf
 
 
 def _diagnose_tls(target: str) -> tuple[str, str] | None:
-    """Why the TLS handshake with the first bootstrap server fails, in plain words."""
-    from qctl.backends.kafka.wire.config import ssl_context_from_settings
+    """Why the TLS handshake with the first bootstrap server fails, in plain words (with
+    the TLS context qctl's own client builds from the same properties)."""
+    from qctl.backends.kafka.wire.config import WireUnsupportedSettings, tls_context
 
     settings = _SETTINGS_BY_TARGET.get(target)
     if settings is None:
         return None
     host, _, port = target.split(",", maxsplit=1)[0].strip().rpartition(":")
     try:
-        ctx = ssl_context_from_settings(ssl_settings(settings))
+        ctx = tls_context(settings)
         return security.diagnose(host.strip("[]"), int(port), ctx, timeout=5.0)
-    except (ValueError, OSError, QctlError):
+    except (ValueError, OSError, QctlError, WireUnsupportedSettings):
         return None
 
 

@@ -74,15 +74,17 @@ class KafkaClusterInfo(KafkaCore):
     def _probe(self, nodes: list[Any], info: ClusterInfo) -> tuple[Any, Any]:
         """Version and quorum from the wire probe; missing pieces become warnings."""
         from qctl.backends.kafka.wire.codec import WireError
-        from qctl.backends.kafka.wire.config import wire_config
+        from qctl.backends.kafka.wire.config import Handover, decide
         from qctl.backends.kafka.wire.connection import Connection
 
-        config = wire_config(self.settings)
+        config = decide(self.settings)
         quorum = versions = None
-        if config is None:
+        if isinstance(config, Handover):
+            # librdkafka has no call that reads the brokers' feature levels.
             info.warnings.append(
-                "the broker version is not read with this context's security settings "
-                "(qctl's own client does not speak them; see docs/security.md)"
+                f"the broker version and the controller quorum are not read: qctl's own "
+                f"client leaves this context to librdkafka ({config}), which cannot read "
+                "them (see docs/security.md)"
             )
             return quorum, versions
         for node in nodes:

@@ -2,9 +2,10 @@
 
 Writing goes through AdminClient.alter_consumer_group_offsets (OffsetCommit outside any
 generation), whose result carries an error per partition. Deleting has no binding in
-confluent-kafka, so it speaks OffsetDelete to the group coordinator directly (see
-``wire``), logging in first on SASL listeners (PLAIN or SCRAM; GSSAPI and
-OAUTHBEARER are refused with a clear error).
+confluent-kafka (librdkafka has DeleteConsumerGroupOffsets, its Python binding does not),
+so it speaks OffsetDelete to the group coordinator with qctl's own wire client. A context
+the wire client leaves to librdkafka (``wire.config``: GSSAPI, OAUTHBEARER, OpenSSL
+engines...) cannot delete offsets: that is one clear error naming the property.
 """
 
 from __future__ import annotations
@@ -88,7 +89,13 @@ class KafkaOffsetAdmin(KafkaCore):
     def delete_offsets(
         self, group_id: str, partitions: Iterable[TopicPartition]
     ) -> list[PartitionError]:
-        from qctl.backends.kafka.wire.codec import WireAuthError, WireError, error_name
+        from qctl.backends.kafka.wire.admin import OFFSET_DELETE
+        from qctl.backends.kafka.wire.codec import (
+            WireAuthError,
+            WireError,
+            WireUnsupported,
+            error_name,
+        )
         from qctl.backends.kafka.wire.connection import Connection
 
         wanted = sorted(set(partitions))
@@ -108,9 +115,12 @@ class KafkaOffsetAdmin(KafkaCore):
                     self._left(deadline),
                     security,
                 ) as probe:
+                    probe.version(OFFSET_DELETE, 0, 0)
                     result = probe.offset_delete(group_id, dict(by_topic))
             except WireAuthError as exc:
                 raise _refused(exc) from None
+            except WireUnsupported as exc:
+                raise _too_old(self.bootstrap, exc) from None
             except WireError as exc:
                 raise UnreachableError(
                     f"cannot delete offsets at the coordinator of group {group_id!r} "
@@ -167,7 +177,12 @@ class KafkaOffsetAdmin(KafkaCore):
         self, group_id: str, security: WireConfig, deadline: float
     ) -> Coordinator:
         from qctl.backends.kafka.wire.admin import FIND_COORDINATOR
-        from qctl.backends.kafka.wire.codec import WireAuthError, WireError, error_name
+        from qctl.backends.kafka.wire.codec import (
+            WireAuthError,
+            WireError,
+            WireUnsupported,
+            error_name,
+        )
         from qctl.backends.kafka.wire.connection import Connection
 
         last = "no bootstrap server answered"
@@ -175,16 +190,12 @@ class KafkaOffsetAdmin(KafkaCore):
             for host, port in _bootstrap_addresses(self.bootstrap):
                 try:
                     with Connection(host, port, self._left(deadline), security) as probe:
-                        low, high = probe.api_versions().api_keys.get(FIND_COORDINATOR, (0, 0))
-                        version = min(high, 4)
-                        if version < 1:
-                            raise QctlError(
-                                f"kafka at {self.bootstrap} is too old to delete offsets",
-                                "use Kafka 2.4 or newer",
-                            )
-                        found = probe.find_coordinator(group_id, max(version, low))
+                        version = probe.version(FIND_COORDINATOR, 1, 4)
+                        found = probe.find_coordinator(group_id, version)
                 except WireAuthError as exc:
                     raise _refused(exc) from None
+                except WireUnsupported as exc:
+                    raise _too_old(self.bootstrap, exc) from None
                 except WireError as exc:
                     last = f"{host}:{port}: {exc}"
                     continue
@@ -207,16 +218,17 @@ class KafkaOffsetAdmin(KafkaCore):
             time.sleep(0.2)
 
     def _probe_security(self) -> WireConfig:
-        from qctl.backends.kafka.wire.config import wire_config
+        from qctl.backends.kafka.wire.config import Handover, decide
 
-        security = wire_config(self.settings)
-        if security is None:
-            mechanism = self.settings.get("sasl.mechanism", "GSSAPI")
+        security = decide(self.settings)
+        if isinstance(security, Handover):
+            # librdkafka could, but confluent-kafka does not expose the call.
             raise QctlError(
-                f"deleting committed offsets is not supported with SASL mechanism "
-                f"{mechanism} (kafka at {self.bootstrap})",
-                "use a context with PLAIN or SCRAM, or Kafka's "
-                "kafka-consumer-groups --delete-offsets",
+                f"deleting committed offsets needs qctl's own Kafka client, which leaves "
+                f"this context to librdkafka ({security}); librdkafka's Python binding "
+                f"cannot delete offsets (kafka at {self.bootstrap})",
+                "use Kafka's kafka-consumer-groups --delete-offsets, or a context the wire "
+                "client speaks (docs/security.md)",
             )
         return security
 
@@ -247,6 +259,12 @@ def _bootstrap_addresses(bootstrap: str) -> list[tuple[str, int]]:
         except ValueError:
             continue
     return out
+
+
+def _too_old(bootstrap: str, exc: Exception) -> QctlError:
+    return QctlError(
+        f"kafka at {bootstrap} is too old to delete offsets ({exc})", "use Kafka 2.4 or newer"
+    )
 
 
 def _refused(exc: Exception) -> AuthenticationError:

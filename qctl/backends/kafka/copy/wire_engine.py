@@ -212,10 +212,8 @@ class WireCopier:
     def _check_versions(self, conn: Connection, address: tuple[str, int]) -> None:
         """Every request version this engine sends must be one the broker speaks;
         else the library engine takes the copy (librdkafka picks versions itself)."""
-        versions = conn.api_versions().api_keys
         for api, version in SPOKEN.items():
-            low, high = versions.get(api, (0, -1))
-            if not low <= version <= high:
+            if not conn.supports(api, version, version):
                 self._drop(conn)
                 raise Handover(
                     f"{address[0]}:{address[1]} does not speak {API_NAMES[api]} v{version}"

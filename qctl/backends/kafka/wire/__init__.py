@@ -9,8 +9,11 @@ test through a fault-injecting proxy.
 The layer, from the bottom up:
 
 * ``codec``: headers, strings, arrays, varints, error names;
-* ``config`` and ``auth``: the connection contract (TLS, SASL, sockets, client id);
-* ``connection``: one bounded connection to one broker;
+* ``config``: the connection contract, every librdkafka property that affects connecting
+  mapped as librdkafka reads it, or a hand-over to librdkafka (docs/security.md);
+* ``auth``: SASL PLAIN and SCRAM;
+* ``connection``: one bounded connection to one broker (ApiVersions first, then SASL,
+  renewed as KIP-368 asks; the context's client id on every request);
 * request codecs: ``admin`` (ApiVersions, DescribeQuorum, FindCoordinator, OffsetDelete,
   OffsetFetch, ListOffsets), ``groups``, ``fetch``, ``txn`` (the transactional producer);
 * the readers built on them: ``coordinators`` (retries at group coordinators),

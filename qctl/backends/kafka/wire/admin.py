@@ -22,6 +22,7 @@ from qctl.backends.kafka.wire.codec import (
     INT32,
     Reader,
     WireError,
+    WireUnsupported,
     compact_string,
     read_topic_header,
     request_header_v1,
@@ -37,6 +38,7 @@ FETCH = 1
 LIST_OFFSETS = 2
 OFFSET_FETCH = 9
 OFFSET_DELETE = 47
+UNSUPPORTED_VERSION = 35
 
 #: partition, committed offset, committed leader epoch
 _OFFSET_FETCH_PARTITION = struct.Struct(">iqi")
@@ -63,8 +65,11 @@ class QuorumInfo:
     observers: list[int]
 
 
-def encode_api_versions_request(correlation_id: int) -> bytes:
-    body = compact_string("qctl") + compact_string("0") + uvarint(0)
+def encode_api_versions_request(
+    correlation_id: int, software_name: str = "qctl", software_version: str = "0"
+) -> bytes:
+    """ApiVersions v3 with the client software's name and version (KIP-511)."""
+    body = compact_string(software_name) + compact_string(software_version) + uvarint(0)
     return request_header_v2(API_VERSIONS, 3, correlation_id) + body
 
 
@@ -73,6 +78,8 @@ def decode_api_versions_response(payload: bytes) -> ApiVersionsInfo:
     r = Reader(payload)
     r.int32()  # correlation id
     error = r.int16()
+    if error == UNSUPPORTED_VERSION:
+        raise WireUnsupported("the broker does not speak ApiVersions v3 (Kafka before 2.4)")
     if error:
         raise WireError(f"ApiVersions error code {error}")
     info = ApiVersionsInfo()

@@ -1,11 +1,11 @@
 """SASL for qctl's own wire client: PLAIN and SCRAM-SHA-256/512, as librdkafka does them.
 
-The wire client (``connection``) sends the few requests confluent-kafka does not expose
-(OffsetDelete) or where librdkafka's admin call can crash the process (OffsetFetch during
-a coordinator failover, librdkafka issue #5040). On a SASL listener a connection must
-authenticate first: SaslHandshake v1 names the mechanism, then SaslAuthenticate v1
-carries the mechanism's messages (KIP-152). SCRAM follows RFC 5802 / RFC 7677. GSSAPI
-and OAUTHBEARER are not spoken here; callers fall back to librdkafka for those.
+On a SASL listener a connection authenticates after ApiVersions: SaslHandshake v1 names
+the mechanism, then SaslAuthenticate carries the mechanism's messages (KIP-152). SCRAM
+follows RFC 5802 / RFC 7677. SaslAuthenticate v1 answers how long the session lasts
+(KIP-368); ``connection`` authenticates again on the same connection before then. GSSAPI
+and OAUTHBEARER are not spoken here: contexts with them hand their commands to
+librdkafka (``config``).
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ import hashlib
 import hmac
 import secrets
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 SASL_HANDSHAKE = 17
 SASL_AUTHENTICATE = 36
@@ -36,20 +35,6 @@ class SaslCredentials:
     mechanism: str
     username: str
     password: str = field(repr=False)
-
-
-def credentials_from_settings(settings: Mapping[str, Any]) -> SaslCredentials | None:
-    """The SASL login of librdkafka's ``sasl.*`` properties, or None when this client
-    cannot speak the mechanism (GSSAPI, OAUTHBEARER) or the protocol is not SASL."""
-    protocol = str(settings.get("security.protocol", "PLAINTEXT")).upper()
-    if not protocol.startswith("SASL"):
-        return None
-    mechanism = str(settings.get("sasl.mechanism", settings.get("sasl.mechanisms", "GSSAPI")))
-    mechanism = mechanism.upper()
-    username = settings.get("sasl.username")
-    if mechanism not in MECHANISMS or username is None:
-        return None
-    return SaslCredentials(mechanism, str(username), str(settings.get("sasl.password") or ""))
 
 
 class ScramClient:
@@ -94,22 +79,20 @@ class ScramClient:
         return hmac.new(key, message, self.hash).digest()
 
 
-def _header(api_key: int, version: int, correlation_id: int) -> bytes:
-    from qctl.backends.kafka.wire.codec import CLIENT_ID
+def authenticate(
+    request: Callable[[bytes], bytes],
+    creds: SaslCredentials,
+    next_id: Callable[[], int],
+    authenticate_version: int,
+) -> int:
+    """Log in (or log in again, KIP-368) on a connection: ``request`` sends one frame and
+    returns the answer, ``next_id`` numbers the requests. Returns the session lifetime
+    in milliseconds the last SaslAuthenticate answer gave (0: none, or v0)."""
+    from qctl.backends.kafka.wire.codec import Reader, error_name, request_header_v1, wire_string
 
-    return struct.pack(">hhih", api_key, version, correlation_id, len(CLIENT_ID)) + CLIENT_ID
-
-
-def _string(text: str) -> bytes:
-    raw = text.encode()
-    return struct.pack(">h", len(raw)) + raw
-
-
-def authenticate(request: Callable[[bytes], bytes], creds: SaslCredentials) -> None:
-    """Log in on a fresh connection; ``request`` sends one frame and returns the reply."""
-    from qctl.backends.kafka.wire.codec import Reader, error_name
-
-    r = Reader(request(_header(SASL_HANDSHAKE, 1, 1) + _string(creds.mechanism)))
+    r = Reader(
+        request(request_header_v1(SASL_HANDSHAKE, 1, next_id()) + wire_string(creds.mechanism))
+    )
     r.int32()  # correlation id
     code = r.int16()
     if code:
@@ -118,13 +101,12 @@ def authenticate(request: Callable[[bytes], bytes], creds: SaslCredentials) -> N
             f"the broker does not offer {creds.mechanism} ({error_name(code)}; "
             f"it offers {', '.join(offered) or 'nothing'})"
         )
-    correlation = 2
+    lifetime = 0
 
     def exchange(auth: bytes) -> bytes:
-        nonlocal correlation
-        frame = _header(SASL_AUTHENTICATE, 1, correlation) + struct.pack(">i", len(auth)) + auth
-        correlation += 1
-        reply = Reader(request(frame))
+        nonlocal lifetime
+        header = request_header_v1(SASL_AUTHENTICATE, authenticate_version, next_id())
+        reply = Reader(request(header + struct.pack(">i", len(auth)) + auth))
         reply.int32()  # correlation id
         code = reply.int16()
         message = reply.string()
@@ -132,11 +114,15 @@ def authenticate(request: Callable[[bytes], bytes], creds: SaslCredentials) -> N
         data = reply.take(size) if size > 0 else b""
         if code:
             raise SaslError(message or error_name(code))
+        # librdkafka (re)starts its re-authentication timer on every answer: the last
+        # one counts.
+        lifetime = reply.int64() if authenticate_version >= 1 else 0
         return data
 
     if creds.mechanism == "PLAIN":
         exchange(f"\0{creds.username}\0{creds.password}".encode())
-        return
+        return lifetime
     scram = ScramClient(creds.mechanism, creds.username, creds.password)
     server_first = exchange(scram.first())
     scram.check(exchange(scram.final(server_first)))
+    return lifetime

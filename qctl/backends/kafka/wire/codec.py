@@ -43,8 +43,8 @@ ERROR_NAMES: dict[int, str] = {
     90: "PRODUCER_FENCED",
     121: "TRANSACTION_ABORTABLE",
 }
-#: The client id every request carries unless a context sets ``client.id``
-#: (``Connection`` puts the context's in its place).
+#: The client id the request encoders write; ``Connection`` puts the context's
+#: ``client.id`` in its place when it differs.
 CLIENT_ID = b"qctl"
 
 INT16 = struct.Struct(">h")
@@ -58,6 +58,13 @@ class WireError(Exception):
 
 class WireAuthError(WireError):
     """The broker refused the client's SASL login: not worth retrying."""
+
+
+class WireUnsupported(WireError):
+    """The wire client cannot do this here (a broker that does not speak the versions
+    it needs, a refused SASL login, a TLS refusal): the caller hands the work to
+    librdkafka, which explains a refusal best. Handlers of ``WireError`` that retry or
+    skip a broker let it through."""
 
 
 class Reader:

@@ -20,13 +20,12 @@ import logging
 from collections.abc import Iterable
 
 from qctl.backends.kafka.wire.admin import OFFSET_FETCH
-from qctl.backends.kafka.wire.codec import WireError, error_name
+from qctl.backends.kafka.wire.codec import WireError, WireUnsupported, error_name
 from qctl.backends.kafka.wire.connection import Connection
 from qctl.backends.kafka.wire.coordinators import (
     Address,
     CoordinatedWire,
     GroupRefused,
-    WireUnsupported,
 )
 
 __all__ = ["CommittedOffsetsFetcher", "Offsets", "WireUnsupported"]
@@ -61,8 +60,10 @@ class CommittedOffsetsFetcher(CoordinatedWire):
         for address, groups in self.coordinators(ids).items():
             try:
                 probe = self.probe(address)
-                self._check_version(probe, address)
+                probe.version(OFFSET_FETCH, _OFFSET_FETCH_VERSION, _OFFSET_FETCH_VERSION)
                 results = probe.offset_fetches(groups)
+            except WireUnsupported:
+                raise
             except WireError as exc:
                 self.drop(address)
                 log.debug("pipelined OffsetFetch at %s:%s: %s", *address, exc)
@@ -74,17 +75,13 @@ class CommittedOffsetsFetcher(CoordinatedWire):
 
     def _group(self, group_id: str) -> Offsets:
         def ask(probe: Connection, address: Address) -> Offsets:
-            self._check_version(probe, address)
+            probe.version(OFFSET_FETCH, _OFFSET_FETCH_VERSION, _OFFSET_FETCH_VERSION)
             result = probe.offset_fetch(group_id)
             if result.error_code:
                 raise GroupRefused(result.error_code)
             return _offsets(group_id, result.partitions)
 
         return self.per_group(group_id, ask, "offsets")
-
-    def _check_version(self, probe: Connection, address: Address) -> None:
-        """Raises ``WireUnsupported`` where the broker does not speak OffsetFetch v5."""
-        self.version(probe, address, OFFSET_FETCH, _OFFSET_FETCH_VERSION, _OFFSET_FETCH_VERSION)
 
 
 def _offsets(group_id: str, partitions: dict[tuple[str, int], tuple[int, int]]) -> Offsets:

@@ -10,8 +10,9 @@ what Kafka documents for those errors: find the coordinator again and retry, wit
 timeout.
 
 This module holds what the requests share: one connection per broker for all the groups
-of a call, the coordinator lookup (pipelined for many groups), the version checks and
-the retry loop. ``committed`` (OffsetFetch) and ``group_reads`` (ListGroups,
+of a call, the coordinator lookup (pipelined for many groups) and the retry loop; each
+connection picks request versions from the ApiVersions answer it got when it connected
+(``Connection.version``). ``committed`` (OffsetFetch) and ``group_reads`` (ListGroups,
 DescribeGroups, ConsumerGroupDescribe) build on it.
 """
 
@@ -21,16 +22,15 @@ import logging
 import ssl
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from qctl.backends.kafka.wire.admin import FIND_COORDINATOR, Coordinator
-from qctl.backends.kafka.wire.codec import WireAuthError, WireError, error_name
+from qctl.backends.kafka.wire.codec import WireAuthError, WireError, WireUnsupported, error_name
 from qctl.backends.kafka.wire.config import PLAINTEXT, WireConfig
 from qctl.backends.kafka.wire.connection import Connection
 from qctl.errors import AuthenticationError, OperationTimeout, QctlError, UnreachableError
 
-if TYPE_CHECKING:
-    pass
+__all__ = ["CoordinatedWire", "GroupRefused", "WireUnsupported"]
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,6 @@ _RETRY_PAUSE = 0.2
 
 Address = tuple[str, int]
 T = TypeVar("T")
-
-
-class WireUnsupported(Exception):
-    """The wire client cannot do this here (an old broker, a refused SASL login, a TLS
-    refusal): the caller uses librdkafka's admin client, which explains a refusal best."""
 
 
 class GroupRefused(Exception):
@@ -71,7 +66,6 @@ class CoordinatedWire:
         self.config = config
         self.deadline = time.monotonic() + timeout
         self._probes: dict[Address, Connection] = {}
-        self._versions: dict[tuple[Address, int], int] = {}
         #: The node id of each coordinator found, by address.
         self.nodes: dict[Address, int] = {}
 
@@ -79,7 +73,6 @@ class CoordinatedWire:
         for probe in self._probes.values():
             probe.sock.close()
         self._probes.clear()
-        self._versions.clear()
 
     # -- coordinators ----------------------------------------------------------------------
     def coordinators(self, ids: list[str]) -> dict[Address, list[str]]:
@@ -100,8 +93,10 @@ class CoordinatedWire:
         for address in self.addresses:
             try:
                 probe = self.probe(address)
-                version = self.version(probe, address, FIND_COORDINATOR, 1, 4)
+                version = probe.version(FIND_COORDINATOR, 1, 4)
                 answers = probe.find_coordinators(ids, version)
+            except WireUnsupported:
+                raise
             except WireError as exc:
                 self.drop(address)
                 log.debug("%s at %s:%s: %s", what, *address, exc)
@@ -121,6 +116,8 @@ class CoordinatedWire:
                 address = (coordinator.host, coordinator.port)
                 try:
                     return ask(self.probe(address), address)
+                except WireUnsupported:
+                    raise
                 except WireError as exc:
                     self.drop(address)
                     last = f"coordinator {coordinator.host}:{coordinator.port}: {exc}"
@@ -174,35 +171,8 @@ class CoordinatedWire:
             self._probes[address] = probe
         return probe
 
-    def version(
-        self, probe: Connection, address: Address, api_key: int, low: int, high: int
-    ) -> int:
-        """The highest version of ``api_key`` in ``low..high`` the broker speaks; raises
-        ``WireUnsupported`` when it speaks none of them."""
-        version = self._versions.get((address, api_key))
-        if version is None:
-            broker_low, broker_high = probe.api_versions().api_keys.get(api_key, (0, -1))
-            version = min(high, broker_high)
-            if version < max(low, broker_low):
-                raise WireUnsupported(
-                    f"API {api_key} v{low}-v{high} is not supported by {address[0]}:{address[1]}"
-                )
-            self._versions[(address, api_key)] = version
-        return version
-
-    def supports(
-        self, probe: Connection, address: Address, api_key: int, low: int, high: int
-    ) -> bool:
-        try:
-            self.version(probe, address, api_key, low, high)
-        except WireUnsupported:
-            return False
-        return True
-
     def drop(self, address: Address) -> None:
         probe = self._probes.pop(address, None)
-        for key in [k for k in self._versions if k[0] == address]:
-            del self._versions[key]
         if probe is not None:
             probe.sock.close()
 

@@ -16,15 +16,11 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from typing import TYPE_CHECKING
 
 from qctl.backends.kafka.wire.admin import EARLIEST, LATEST, LIST_OFFSETS
 from qctl.backends.kafka.wire.codec import WireError
 from qctl.backends.kafka.wire.config import PLAINTEXT, WireConfig
 from qctl.backends.kafka.wire.connection import Connection
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +54,7 @@ def list_ends(
         (host, port), timestamp, committed = job
         try:
             with Connection(host, port, timeout, config) as probe:
-                low, high = probe.api_versions().api_keys.get(LIST_OFFSETS, (0, -1))
-                if not low <= _VERSION <= high:
-                    log.debug("%s:%s does not speak ListOffsets v%s", host, port, _VERSION)
-                    return None
+                probe.version(LIST_OFFSETS, _VERSION, _VERSION)
                 topics = by_leader[(host, port)]
                 return probe.list_offsets(topics, timestamp, committed)
         except WireError as exc:

@@ -28,16 +28,12 @@ from qctl.backends.capabilities.groups import (
     GroupDescription,
     GroupListing,
 )
-from qctl.backends.kafka.wire.codec import (
-    WireError,
-    error_name,
-)
+from qctl.backends.kafka.wire.codec import WireError, WireUnsupported, error_name
 from qctl.backends.kafka.wire.connection import Connection
 from qctl.backends.kafka.wire.coordinators import (
     Address,
     CoordinatedWire,
     GroupRefused,
-    WireUnsupported,
 )
 from qctl.backends.kafka.wire.groups import (
     CONSUMER_GROUP_DESCRIBE,
@@ -78,11 +74,13 @@ class GroupsWire(CoordinatedWire):
                 address = (broker.host, broker.port)
                 try:
                     probe = self.probe(address)
-                    version = self.version(probe, address, LIST_GROUPS, 3, 5)
+                    version = probe.version(LIST_GROUPS, 3, 5)
                     [answer] = probe.pipeline(
                         [partial(encode_list_groups_request, version=version)]
                     )
                     error, listed = decode_list_groups_response(answer, version)
+                except WireUnsupported:
+                    raise
                 except WireError as exc:
                     self.drop(address)
                     missing.append(f"broker {broker.node_id} ({broker.host}:{broker.port}): {exc}")
@@ -106,9 +104,11 @@ class GroupsWire(CoordinatedWire):
         for address in self.addresses:
             try:
                 probe = self.probe(address)
-                self.version(probe, address, METADATA, 4, 4)
+                probe.version(METADATA, 4, 4)
                 [answer] = probe.pipeline([encode_metadata_request])
                 return decode_metadata_brokers(answer)
+            except WireUnsupported:
+                raise
             except WireError as exc:
                 self.drop(address)
                 why = f"{address[0]}:{address[1]}: {exc}"
@@ -134,6 +134,8 @@ class GroupsWire(CoordinatedWire):
         try:
             probe = self.probe(address)
             answers = self._ask(probe, address, groups)
+        except WireUnsupported:
+            raise
         except WireError as exc:
             self.drop(address)
             log.debug("DescribeGroups at %s:%s: %s", *address, exc)
@@ -153,12 +155,12 @@ class GroupsWire(CoordinatedWire):
         self, probe: Connection, address: Address, groups: list[str]
     ) -> dict[str, tuple[int, GroupDescription]]:
         """DescribeGroups, then ConsumerGroupDescribe for the groups it calls Dead."""
-        self.version(probe, address, DESCRIBE_GROUPS, 4, 4)
+        probe.version(DESCRIBE_GROUPS, 4, 4)
         [answer] = probe.pipeline([partial(encode_describe_groups_request, group_ids=groups)])
         node = self.nodes.get(address)
         answers = decode_describe_groups_response(answer, node)
         dead = [g for g, (error, desc) in answers.items() if not error and desc.state == "Dead"]
-        if dead and self.supports(probe, address, CONSUMER_GROUP_DESCRIBE, 0, 0):
+        if dead and probe.supports(CONSUMER_GROUP_DESCRIBE, 0, 0):
             [answer] = probe.pipeline(
                 [partial(encode_consumer_group_describe_request, group_ids=dead)]
             )

@@ -233,10 +233,7 @@ def read_positions(
         host, port = address
         try:
             with Connection(host, port, timeout, config) as probe:
-                low, high = probe.api_versions().api_keys.get(FETCH, (0, -1))
-                if not low <= VERSION <= high:
-                    log.debug("%s:%s does not speak Fetch v%s", host, port, VERSION)
-                    return {}
+                probe.version(FETCH, VERSION, VERSION)
                 fetch = partial(
                     encode_fetch_request, topics=by_leader[address], read_committed=read_committed
                 )
