@@ -393,14 +393,15 @@ def test_a_transaction_the_coordinator_timed_out_is_done_again(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """transaction.timeout.ms of 2 s and a commit held back 13 s: the coordinator aborts
-    the transaction (it checks every 10 s) and bumps the epoch; the late EndTxn is refused
+    """transaction.timeout.ms of 2 s and a commit held back 6 s: the coordinator aborts
+    the transaction (the dev broker checks every second) and bumps the epoch; the late
+    EndTxn is refused
     with INVALID_PRODUCER_EPOCH; InitProducerId v4 says this producer may go on, and the
     transaction is done again with a warning, not reported as a takeover."""
     monkeypatch.setenv("QCTL_KAFKA_WIRE_COPY", "1")
     settings = {"transaction.timeout.ms": 2000}
     with make_job(kafka, kafka_proxy, admin, unique, 3, timeout=30, **settings) as job:
-        held = kafka_proxy.fault(END_TXN, nth=1, delay=13, when=lambda r: r.version == 1)
+        held = kafka_proxy.fault(END_TXN, nth=1, delay=6, when=lambda r: r.version == 1)
         started = time.monotonic()
         report = run_logged(job, caplog)
         assert_fired(held)
