@@ -122,6 +122,11 @@ class KafkaOffsetAdmin(KafkaCore):
             except WireUnsupported as exc:
                 raise _too_old(self.bootstrap, exc) from None
             except WireError as exc:
+                # Deleting is idempotent: a connection cut before or after the coordinator
+                # acted is asked again (the coordinator found again) while time is left.
+                if time.monotonic() < deadline - 0.3:
+                    time.sleep(0.2)
+                    continue
                 raise UnreachableError(
                     f"cannot delete offsets at the coordinator of group {group_id!r} "
                     f"({coordinator.host}:{coordinator.port}): {exc}",

@@ -128,7 +128,7 @@ class CoordinatedWire:
                     log.debug("group %s: %s, asking again", group_id, last)
             elif why != "unreachable":
                 last = why
-            if time.monotonic() >= self.deadline - _RETRY_PAUSE:
+            if not self.wait_to_retry():
                 if not reached:
                     raise UnreachableError(
                         f"kafka at {self.bootstrap} is unreachable: {last}",
@@ -139,7 +139,13 @@ class CoordinatedWire:
                     f"{group_id!r} within {self.timeout:g}s ({last})",
                     "raise --timeout or check the cluster's health",
                 )
-            time.sleep(_RETRY_PAUSE)
+
+    def wait_to_retry(self) -> bool:
+        """Pause before asking again; False at once when the deadline leaves no time."""
+        if time.monotonic() >= self.deadline - _RETRY_PAUSE:
+            return False
+        time.sleep(_RETRY_PAUSE)
+        return True
 
     def _find(self, group_id: str) -> tuple[Coordinator | None, str]:
         """The group's coordinator, or None and why ("unreachable" if no broker answered)."""

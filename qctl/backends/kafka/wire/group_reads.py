@@ -31,6 +31,7 @@ from qctl.backends.capabilities.groups import (
 from qctl.backends.kafka.wire.codec import WireError, WireUnsupported, error_name
 from qctl.backends.kafka.wire.connection import Connection
 from qctl.backends.kafka.wire.coordinators import (
+    RETRIABLE,
     Address,
     CoordinatedWire,
     GroupRefused,
@@ -64,30 +65,19 @@ class GroupsWire(CoordinatedWire):
 
     def list_groups(self) -> tuple[list[GroupListing], list[str]]:
         """Every consumer group of the cluster, and what kept the listing incomplete (a
-        broker that did not answer, or answered with an error)."""
+        broker that did not answer, or answered with an error). ``UnreachableError``
+        when no broker listed its groups: that is no answer, not a cluster without groups."""
         try:
             brokers = self._brokers()
             groups: dict[str, GroupListing] = {}
             missing = []
             answered = 0
             for broker in brokers:
-                address = (broker.host, broker.port)
-                try:
-                    probe = self.probe(address)
-                    version = probe.version(LIST_GROUPS, 3, 5)
-                    [answer] = probe.pipeline(
-                        [partial(encode_list_groups_request, version=version)]
-                    )
-                    error, listed = decode_list_groups_response(answer, version)
-                except WireUnsupported:
-                    raise
-                except WireError as exc:
-                    self.drop(address)
-                    missing.append(f"broker {broker.node_id} ({broker.host}:{broker.port}): {exc}")
-                    continue
-                answered += 1
-                if error:
-                    missing.append(f"broker {broker.node_id}: {error_name(error)}")
+                listed, why = self._listed_by(broker)
+                if why is None:
+                    answered += 1
+                else:
+                    missing.append(why)
                 for group in listed:
                     groups[group.group_id] = group
             if not answered:
@@ -99,9 +89,37 @@ class GroupsWire(CoordinatedWire):
         finally:
             self.close()
 
+    def _listed_by(self, broker: Broker) -> tuple[list[GroupListing], str | None]:
+        """The groups ``broker`` coordinates, and why that listing is incomplete (None: it
+        is not). After a coordinator error the broker is asked again until the deadline,
+        as Kafka's admin client does; after a failed connection once more, on a fresh one
+        (a cut connection is not a broker that is down, and one that is down is not
+        waited for)."""
+        address = (broker.host, broker.port)
+        reconnected = False
+        while True:
+            try:
+                probe = self.probe(address)
+                version = probe.version(LIST_GROUPS, 3, 5)
+                [answer] = probe.pipeline([partial(encode_list_groups_request, version=version)])
+                error, listed = decode_list_groups_response(answer, version)
+            except WireUnsupported:
+                raise
+            except WireError as exc:
+                self.drop(address)
+                if reconnected:
+                    return [], f"broker {broker.node_id} ({broker.host}:{broker.port}): {exc}"
+                reconnected = True
+                continue
+            if not error:
+                return listed, None
+            if error not in RETRIABLE or not self.wait_to_retry():
+                return listed, f"broker {broker.node_id}: {error_name(error)}"
+
     def _brokers(self) -> list[Broker]:
         why = "no broker answered"
-        for address in self.addresses:
+        # Each address twice: a connection cut once is not a cluster that is down.
+        for address in [*self.addresses, *self.addresses]:
             try:
                 probe = self.probe(address)
                 probe.version(METADATA, 4, 4)
