@@ -10,7 +10,6 @@ engines...) cannot delete offsets: that is one clear error naming the property.
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
@@ -22,12 +21,10 @@ from qctl.errors import (
     AuthenticationError,
     OperationTimeout,
     QctlError,
-    UnreachableError,
     UsageError,
 )
 
 if TYPE_CHECKING:
-    from qctl.backends.kafka.wire.admin import Coordinator
     from qctl.backends.kafka.wire.config import WireConfig
 
 #: Error codes after which asking the (new) coordinator again can succeed.
@@ -89,53 +86,50 @@ class KafkaOffsetAdmin(KafkaCore):
     def delete_offsets(
         self, group_id: str, partitions: Iterable[TopicPartition]
     ) -> list[PartitionError]:
-        from qctl.backends.kafka.wire.admin import OFFSET_DELETE
-        from qctl.backends.kafka.wire.codec import (
-            WireAuthError,
-            WireError,
-            WireUnsupported,
-            error_name,
-        )
+        """OffsetDelete at the group's coordinator, over qctl's own client (confluent-
+        kafka does not expose the call), found and asked again as every group request
+        of that client is (``CoordinatedWire.per_group``): deleting is idempotent, so a
+        request whose answer was lost is sent again."""
+        from qctl.backends.kafka.wire.admin import OFFSET_DELETE, OffsetDeleteResult
+        from qctl.backends.kafka.wire.codec import WireRefused, WireUnsupported, error_name
         from qctl.backends.kafka.wire.connection import Connection
+        from qctl.backends.kafka.wire.coordinators import (
+            RETRIABLE,
+            Address,
+            CoordinatedWire,
+            GroupRefused,
+        )
 
         wanted = sorted(set(partitions))
         if not wanted:
             return []
-        security = self._probe_security()
         by_topic: dict[str, list[int]] = defaultdict(list)
         for tp in wanted:
             by_topic[tp.topic].append(tp.partition)
-        deadline = time.monotonic() + self.timeout
-        while True:
-            coordinator = self._find_coordinator(group_id, security, deadline)
-            try:
-                with Connection(
-                    coordinator.host,
-                    coordinator.port,
-                    self._left(deadline),
-                    security,
-                ) as probe:
-                    probe.version(OFFSET_DELETE, 0, 0)
-                    result = probe.offset_delete(group_id, dict(by_topic))
-            except WireAuthError as exc:
-                raise _refused(exc) from None
-            except WireUnsupported as exc:
-                raise _too_old(self.bootstrap, exc) from None
-            except WireError as exc:
-                # Deleting is idempotent: a connection cut before or after the coordinator
-                # acted is asked again (the coordinator found again) while time is left.
-                if time.monotonic() < deadline - 0.3:
-                    time.sleep(0.2)
-                    continue
-                raise UnreachableError(
-                    f"cannot delete offsets at the coordinator of group {group_id!r} "
-                    f"({coordinator.host}:{coordinator.port}): {exc}",
-                    "check that the brokers are reachable, or raise --timeout",
-                ) from exc
-            if result.error_code in _RETRIABLE and time.monotonic() < deadline - 0.3:
-                time.sleep(0.2)
-                continue
-            break
+
+        def ask(probe: Connection, _address: Address) -> OffsetDeleteResult:
+            probe.version(OFFSET_DELETE, 0, 0)
+            result = probe.offset_delete(group_id, dict(by_topic))
+            if result.error_code in RETRIABLE:
+                raise GroupRefused(result.error_code)
+            return result
+
+        wire = CoordinatedWire(
+            _bootstrap_addresses(self.bootstrap), self.bootstrap, self.timeout, self._wire_config()
+        )
+        try:
+            result = wire.per_group(group_id, ask, "offset delete")
+        except WireRefused as exc:
+            raise AuthenticationError(
+                f"kafka {exc}", "check sasl.username, sasl.password and sasl.mechanism"
+            ) from None
+        except WireUnsupported as exc:
+            raise QctlError(
+                f"kafka at {self.bootstrap} is too old to delete offsets ({exc})",
+                "use Kafka 2.4 or newer",
+            ) from None
+        finally:
+            wire.close()
         self._raise_group_error(group_id, result.error_code)
         errors = []
         for tp in wanted:
@@ -178,51 +172,7 @@ class KafkaOffsetAdmin(KafkaCore):
             )
         raise QctlError(f"kafka refused to delete offsets of group {group_id!r}: {name}")
 
-    def _find_coordinator(
-        self, group_id: str, security: WireConfig, deadline: float
-    ) -> Coordinator:
-        from qctl.backends.kafka.wire.admin import FIND_COORDINATOR
-        from qctl.backends.kafka.wire.codec import (
-            WireAuthError,
-            WireError,
-            WireUnsupported,
-            error_name,
-        )
-        from qctl.backends.kafka.wire.connection import Connection
-
-        last = "no bootstrap server answered"
-        while True:
-            for host, port in _bootstrap_addresses(self.bootstrap):
-                try:
-                    with Connection(host, port, self._left(deadline), security) as probe:
-                        version = probe.version(FIND_COORDINATOR, 1, 4)
-                        found = probe.find_coordinator(group_id, version)
-                except WireAuthError as exc:
-                    raise _refused(exc) from None
-                except WireUnsupported as exc:
-                    raise _too_old(self.bootstrap, exc) from None
-                except WireError as exc:
-                    last = f"{host}:{port}: {exc}"
-                    continue
-                if found.error_code == 0:
-                    return found
-                last = f"{error_name(found.error_code)} {found.error_message or ''}".strip()
-                if found.error_code not in _RETRIABLE:
-                    if found.error_code == 30:
-                        raise AuthenticationError(
-                            f"kafka at {self.bootstrap} refused access to group {group_id!r}",
-                            "check the ACLs of the user",
-                        )
-                    raise QctlError(f"cannot find the coordinator of group {group_id!r}: {last}")
-            if time.monotonic() >= deadline - 0.3:
-                raise UnreachableError(
-                    f"cannot find the coordinator of group {group_id!r} at {self.bootstrap}: "
-                    f"{last}",
-                    "check bootstrap_servers and that the cluster is running",
-                )
-            time.sleep(0.2)
-
-    def _probe_security(self) -> WireConfig:
+    def _wire_config(self) -> WireConfig:
         from qctl.backends.kafka.wire.config import Handover, decide
 
         security = decide(self.settings)
@@ -236,16 +186,6 @@ class KafkaOffsetAdmin(KafkaCore):
                 "client speaks (docs/security.md)",
             )
         return security
-
-    def _left(self, deadline: float) -> float:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise OperationTimeout(
-                f"kafka at {self.bootstrap} did not finish deleting offsets within "
-                f"{self.timeout:g}s",
-                "raise --timeout or check the cluster's health",
-            )
-        return left
 
 
 def _bootstrap_addresses(bootstrap: str) -> list[tuple[str, int]]:
@@ -264,15 +204,3 @@ def _bootstrap_addresses(bootstrap: str) -> list[tuple[str, int]]:
         except ValueError:
             continue
     return out
-
-
-def _too_old(bootstrap: str, exc: Exception) -> QctlError:
-    return QctlError(
-        f"kafka at {bootstrap} is too old to delete offsets ({exc})", "use Kafka 2.4 or newer"
-    )
-
-
-def _refused(exc: Exception) -> AuthenticationError:
-    return AuthenticationError(
-        f"kafka {exc}", "check sasl.username, sasl.password and sasl.mechanism"
-    )

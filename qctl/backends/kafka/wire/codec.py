@@ -67,6 +67,10 @@ class WireUnsupported(WireError):
     skip a broker let it through."""
 
 
+class WireRefused(WireUnsupported):
+    """The broker refused the connection itself: its SASL login or its TLS handshake."""
+
+
 class Reader:
     """Reads an answer front to back; running past its end is a ``WireError``."""
 

@@ -25,7 +25,13 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from qctl.backends.kafka.wire.admin import FIND_COORDINATOR, Coordinator
-from qctl.backends.kafka.wire.codec import WireAuthError, WireError, WireUnsupported, error_name
+from qctl.backends.kafka.wire.codec import (
+    WireAuthError,
+    WireError,
+    WireRefused,
+    WireUnsupported,
+    error_name,
+)
 from qctl.backends.kafka.wire.config import PLAINTEXT, WireConfig
 from qctl.backends.kafka.wire.connection import Connection
 from qctl.errors import AuthenticationError, OperationTimeout, QctlError, UnreachableError
@@ -68,6 +74,8 @@ class CoordinatedWire:
         self._probes: dict[Address, Connection] = {}
         #: The node id of each coordinator found, by address.
         self.nodes: dict[Address, int] = {}
+        #: Why the last broker asked for a coordinator did not answer.
+        self.unanswered = "no broker answered"
 
     def close(self) -> None:
         for probe in self._probes.values():
@@ -99,6 +107,7 @@ class CoordinatedWire:
                 raise
             except WireError as exc:
                 self.drop(address)
+                self.unanswered = f"{address[0]}:{address[1]}: {exc}"
                 log.debug("%s at %s:%s: %s", what, *address, exc)
                 continue
             yield answers
@@ -128,6 +137,8 @@ class CoordinatedWire:
                     log.debug("group %s: %s, asking again", group_id, last)
             elif why != "unreachable":
                 last = why
+            else:
+                last = self.unanswered
             if not self.wait_to_retry():
                 if not reached:
                     raise UnreachableError(
@@ -169,10 +180,10 @@ class CoordinatedWire:
             try:
                 probe = Connection(*address, left, self.config)
             except WireAuthError as exc:
-                raise WireUnsupported(str(exc)) from None
+                raise WireRefused(str(exc)) from None
             except WireError as exc:
                 if _tls_refusal(exc.__cause__):
-                    raise WireUnsupported(str(exc)) from None
+                    raise WireRefused(str(exc)) from None
                 raise
             self._probes[address] = probe
         return probe
