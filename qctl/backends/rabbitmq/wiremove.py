@@ -310,7 +310,8 @@ class WireMove:
 
     def _frames(self, conn: Connection) -> None:
         """Every complete frame received: deliveries to the backlog, confirms applied.
-        Each frame is checked (``frame_max``, the frame-end octet) before it is used."""
+        Each frame is checked (``frame_max``, the frame-end octet) before it is used:
+        ``frames.frame_at``'s checks, written out here as this loop runs per frame."""
         buf = conn.buffer
         end = len(buf)
         pos = 0
