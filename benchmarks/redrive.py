@@ -20,7 +20,9 @@ In one run, against the same brokers:
   Targets: qctl >= 2x the naive loop and >= 10,000 msg/s. For scale, the broker's own
   ceiling: RabbitMQ PerfTest (resolved from Maven Central with Maven) publishing as
   many persistent messages with confirms into a durable queue nobody reads, half of
-  the broker's work in a move.
+  the broker's work in a move. ``--same-body`` gives every RabbitMQ message the same
+  body: what qctl's exact-return rule costs (copies with the same exchange, routing key
+  and body go one confirm round trip at a time).
 
 Each measurement runs ROUNDS times, alternating the tools; the median is reported.
 On Kafka each tool first runs once uncounted, so neither pays for a broker JVM that
@@ -29,7 +31,8 @@ kcat comes from Debian (installed with apt-get when missing and run as root). Wh
 benchmark creates is deleted afterwards.
 
     .venv/bin/python benchmarks/redrive.py [--messages 200000] [--rabbit-messages 200000]
-        [--naive-messages 20000] [--rounds 3] [--plain] [--skip-kafka] [--skip-rabbitmq]
+        [--naive-messages 20000] [--rounds 3] [--plain] [--same-body] [--skip-kafka]
+        [--skip-rabbitmq]
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--partitions", type=int, default=3)
     p.add_argument("--plain", action="store_true", help="RabbitMQ messages without x-death")
+    p.add_argument("--same-body", action="store_true", help="every RabbitMQ message alike")
     p.add_argument("--skip-kafka", action="store_true")
     p.add_argument("--skip-rabbitmq", action="store_true")
     p.add_argument("--bootstrap", default=os.environ.get("QCTL_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
@@ -175,7 +179,7 @@ class Rabbit:
 
     def fill_dlq(self, n: int) -> str:
         """A DLQ of ``n`` messages, dead-lettered by the broker (or plain ones)."""
-        from qctl.backends.rabbitmq.publisher import ConfirmingPublisher, Publication
+        from qctl.backends.rabbitmq.amqp.publisher import ConfirmingPublisher, Publication
 
         self.made += 1
         k = self.made
@@ -192,8 +196,10 @@ class Rabbit:
                 f"{self.prefix}-{k}.work", **{"x-dead-letter-exchange": dlx, "x-message-ttl": 0}
             )
         size = self.args.size
-        pubs = (Publication("", into, payload(i, size), props) for i in range(n))
-        stats = ConfirmingPublisher(self.params, window=2000).run(pubs)
+        same = self.args.same_body
+        pubs = (Publication("", into, payload(0 if same else i, size), props) for i in range(n))
+        # Not mandatory: the queue exists, and identical bodies need not wait for returns.
+        stats = ConfirmingPublisher(self.params, window=2000, mandatory=False).run(pubs)
         assert stats.confirmed == n, stats
         deadline = time.monotonic() + 120
         while self.count(dlq) < n:
@@ -378,6 +384,8 @@ def bench_rabbitmq(args: argparse.Namespace) -> list[tuple[str, float, str, floa
         return float(match.group(1))
 
     kind = "plain" if args.plain else "dead-lettered (x-death)"
+    if args.same_body:
+        kind += ", one body"
     say(
         f"rabbitmq: redrive {n:,} {kind} messages of {args.size} B "
         f"(naive loop: {min(args.naive_messages, n):,})"

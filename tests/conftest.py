@@ -29,12 +29,15 @@ REPO = Path(__file__).resolve().parent.parent
 
 #: ``private_brokers``: a second broker pair for tests that restart brokers;
 #: ``secure_brokers``: the dev brokers' TLS/SASL listeners and contexts for them;
-#: ``kafka_cluster``: a private 3-node Kafka cluster for tests that kill a broker.
+#: ``kafka_cluster``: a private 3-node Kafka cluster for tests that kill a broker;
+#: ``kafka_proxy``: a fault-injecting Kafka proxy in front of the dev broker;
+#: ``tcp_proxy``: a TCP proxy that cuts, stalls or refuses connections on command.
 pytest_plugins = [
     "tests.fixtures.private_brokers",
     "tests.fixtures.secure_brokers",
     "tests.fixtures.kafka_cluster",
     "tests.fixtures.kafka_proxy",
+    "tests.fixtures.tcp_proxy",
 ]
 
 

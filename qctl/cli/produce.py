@@ -37,7 +37,9 @@ Input formats (--file F, or stdin):
 \b
 Delivery: Kafka with acks=all and idempotence; RabbitMQ with publisher confirms
 (--window in flight) and mandatory routing. The summary (stderr) counts sent and
-failed messages; exit 1 when all failed, 4 when some did."""
+failed messages; RabbitMQ also names the failed ones by their number in the input
+(the first message is 1; -o json lists them all, up to 1000). Exit 1 when all
+failed, 4 when some did."""
 
 
 @click.command("produce", epilog=EPILOG)
@@ -193,10 +195,12 @@ def produce(
             "elapsed": round(report.elapsed, 3),
             "rate": round(report.rate, 1),
             "aborted": report.aborted,
+            "failures": [{"message": f.number, "reason": f.reason} for f in report.failures],
         }
         app.output(output).emit(data)
     for reason, n in sorted(report.errors.items(), key=lambda kv: -kv[1]):
         app.info(f"qctl: {n} failed: {reason}")
+    _name_failures(app, report.failures, report.failed)
     source.raise_error(sent=report.sent)
     if report.aborted:
         raise (PartialFailure if report.sent else QctlError)(
@@ -211,6 +215,20 @@ def produce(
                 _failure_hint(what),
             )
         raise QctlError(f"all {report.failed} messages failed: {what}", _failure_hint(what))
+
+
+#: Failed messages named on stderr (all of them, up to 1000, in the JSON output).
+_FAILURES_SHOWN = 10
+
+
+def _name_failures(app: App, failures: list[Any], failed: int) -> None:
+    """Which messages failed (by number in the input), the first few."""
+    if not failures:
+        return
+    shown = ", ".join(str(f.number) for f in failures[:_FAILURES_SHOWN])
+    more = failed - min(len(failures), _FAILURES_SHOWN)
+    rest = f" and {more} more (all numbers: -o json)" if more > 0 else ""
+    app.info(f"qctl: failed messages (number in the input): {shown}{rest}")
 
 
 def _failure_hint(reason: str) -> str:

@@ -14,6 +14,7 @@ import collections
 import os
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,6 +40,9 @@ class Lane(Protocol):
     #: Set when the lane stopped for good (its remaining messages were failed).
     error: BaseException | None
     warnings: list[str]
+    #: The destination takes nothing for now (a broker's resource alarm): outcomes
+    #: are late, not lost.
+    blocked: bool
 
     def submit(self, items: list[tuple[Message, Any]]) -> None:
         """Send these messages; each (message, token) gets one outcome later."""
@@ -70,6 +74,7 @@ class ProduceLane:
         self.label = label or str(target)
         self.error: BaseException | None = None
         self.warnings: list[str] = []
+        self.blocked = False
         self.result: ProduceReport | None = None
         self._report = report
         self._queue: collections.deque[list[Message]] = collections.deque()
@@ -119,17 +124,20 @@ class ProduceLane:
         if entry is not None:
             self._report(entry[1], outcome)
 
+    def _set_blocked(self, blocked: bool) -> None:
+        self.blocked = blocked
+
     def _run(self) -> None:
+        options = replace(self.options, on_blocked=self._set_blocked)
         try:
-            self.result = self.producer.produce(
-                self.target, self._items(), self.options, self._outcome
-            )
+            self.result = self.producer.produce(self.target, self._items(), options, self._outcome)
             self.warnings.extend(self.result.warnings)
             if self.result.aborted:
                 self.error = QctlError(f"writing to {self.label} stopped: {self.result.aborted}")
         except BaseException as exc:  # handed to the mover, which decides
             self.error = exc
         finally:
+            self.blocked = False
             self._fail_rest(self.error)
 
     def _fail_rest(self, error: BaseException | None) -> None:
@@ -157,6 +165,7 @@ class ArchiveLane:
         self.label = str(path)
         self.error: BaseException | None = None
         self.warnings: list[str] = []
+        self.blocked = False
         self._report = report
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
         if not append:
@@ -204,6 +213,7 @@ class RejectLane:
         self.label = reason
         self.error: BaseException | None = None
         self.warnings: list[str] = []
+        self.blocked = False
         self._reason = reason
         self._report = report
 
@@ -226,6 +236,7 @@ class DiscardLane:
     def __init__(self, report: Report) -> None:
         self.error: BaseException | None = None
         self.warnings: list[str] = []
+        self.blocked = False
         self._report = report
 
     def submit(self, items: list[tuple[Message, Any]]) -> None:

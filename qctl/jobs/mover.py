@@ -216,6 +216,8 @@ class Mover:
                     continue
             if not reading and self.unsettled == 0:
                 return
+            if any(lane.blocked for lane in self.lanes.values()):
+                self.last_outcome = time.monotonic()  # late, not lost: the broker pauses
             if self.unsettled and time.monotonic() - self.last_outcome > self.timeout * 3:
                 stats.problem = stats.problem or QctlError(
                     f"no confirms for {self.timeout * 3:g}s; {self.unsettled} messages "
@@ -424,6 +426,9 @@ class Mover:
         """Close the lanes, take their last outcomes, acknowledge, close the source."""
         for lane in self.lanes.values():
             lane.close(self.timeout + 5)
+        # A lane that stopped for good after its last outcomes were in (its messages
+        # failed first, then its connection was given up) still ends the run with it.
+        self._check_lanes()
         for lane in self.lanes.values():
             self.stats.warnings.extend(w for w in lane.warnings if w not in self.stats.warnings)
         self._absorb()

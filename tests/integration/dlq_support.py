@@ -263,7 +263,7 @@ class RabbitSetup:
 
     def dead_letter_by_expiry(self, n: int, start: int = 0) -> None:
         """Bulk: messages to a queue with a zero TTL expire straight into the DLQ."""
-        from qctl.backends.rabbitmq.publisher import ConfirmingPublisher, Publication
+        from qctl.backends.rabbitmq.amqp.publisher import ConfirmingPublisher, Publication
 
         p = self.prefix
         pubs = (

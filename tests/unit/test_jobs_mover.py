@@ -82,6 +82,7 @@ class Lane:
         self.label = "lane"
         self.error: BaseException | None = None
         self.warnings: list[str] = []
+        self.blocked = False
         self.report = report
         self.bad = bad
         self.written = written
@@ -185,6 +186,7 @@ def test_a_lane_that_cannot_start_fails_its_messages() -> None:
 
     class Dead:
         label = "dead"
+        blocked = False
 
         def __init__(self, report: Report) -> None:
             self.warnings: list[str] = []

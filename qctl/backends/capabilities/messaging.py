@@ -94,6 +94,20 @@ class ProduceOptions:
     window: int = DEFAULT_WINDOW
     #: Kafka: send each message's own timestamp (else the producer stamps "now").
     keep_timestamps: bool = True
+    #: Called with True when the broker stops taking publishes for a while (RabbitMQ's
+    #: ``connection.blocked``: a memory or disk alarm) and with False when it takes
+    #: them again, from the producing thread; a caller that times out waiting for
+    #: outcomes does not count the time in between.
+    on_blocked: Callable[[bool], None] | None = None
+
+
+@dataclass(frozen=True)
+class ProduceFailure:
+    """One message that could not be sent: its number in the input (the first item
+    the source yielded is 1, a ``ValueBatch`` counts each value) and why."""
+
+    number: int
+    reason: str
 
 
 @dataclass
@@ -110,6 +124,10 @@ class ProduceReport:
     #: Why sending stopped before the source was exhausted (connection lost, no
     #: confirms within the timeout), or None.
     aborted: str | None = None
+    #: The first failed messages (at most 1000), named by number, from backends that
+    #: know which message failed (RabbitMQ: each publish is confirmed or returned on
+    #: its own); the others leave it empty and only count them.
+    failures: list[ProduceFailure] = field(default_factory=list)
 
     def fail(self, reason: str, count: int = 1) -> None:
         self.failed += count

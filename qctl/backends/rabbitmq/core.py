@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
@@ -22,6 +23,25 @@ if TYPE_CHECKING:
     import pika
 
 log = logging.getLogger(__name__)
+
+
+def close_within(close: Callable[[], None], timeout: float, what: str) -> None:
+    """Run ``close`` (a pika close handshake, which waits for the broker's answer as long
+    as it takes) for at most ``timeout`` seconds. A broker that stopped answering must
+    not hold qctl at its end: the socket then goes with the process, and the broker
+    requeues whatever the connection held unacknowledged."""
+
+    def run() -> None:
+        try:
+            close()
+        except Exception:  # a dead connection cannot be closed cleanly; drop it
+            log.debug("closing %s failed", what, exc_info=True)
+
+    closer = threading.Thread(target=run, name=f"qctl-close-{what}", daemon=True)
+    closer.start()
+    closer.join(timeout)
+    if closer.is_alive():
+        log.debug("closing %s took longer than %gs; left to the process's end", what, timeout)
 
 
 class RabbitCore:
@@ -59,11 +79,9 @@ class RabbitCore:
             self._mgmt.close()
             self._mgmt = None
         if self._connection is not None:
-            try:
-                if self._connection.is_open:
-                    self._connection.close()
-            except Exception:  # a dead connection cannot be closed cleanly; drop it
-                log.debug("closing the AMQP connection failed", exc_info=True)
+            conn = self._connection
+            if conn.is_open:
+                close_within(conn.close, self.timeout, "the AMQP connection")
             self._connection = None
 
     # -- clients ---------------------------------------------------------------------------
@@ -108,6 +126,7 @@ class RabbitCore:
         """A new AMQP connection; failures become exit-code-3 errors naming the address."""
         import pika
         import pika.exceptions as pe
+        from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
         try:
             return pika.BlockingConnection(self.connection_parameters())
@@ -135,6 +154,13 @@ class RabbitCore:
                 f"RabbitMQ at {self.target()} closed the connection: {exc.reply_code} "
                 f"{exc.reply_text}",
                 "check the vhost and the user's permissions",
+            ) from exc
+        except AMQPConnectorException as exc:
+            # Raised as it is when the handshake times out (a broker that accepts the
+            # connection but does not answer).
+            raise UnreachableError(
+                f"RabbitMQ at {self.target()} did not answer: {exc}",
+                "check that the node is running and not overloaded",
             ) from exc
         except (pe.AMQPConnectionError, ssl.SSLError) as exc:
             # pika raises a failed certificate check as it is, other failures wrapped.

@@ -1,7 +1,8 @@
 """Producing and consuming RabbitMQ messages (``SupportsProduce``, ``SupportsConsume``).
 
-Producing goes through ``ConfirmingPublisher`` (confirms with a window, mandatory
-returns). Consuming has three modes:
+Producing goes through ``amqp.publisher.ConfirmingPublisher`` (confirms with a window,
+mandatory returns correlated exactly, publishing paused while the broker blocks it);
+each failed message is named by its number in the input. Consuming has three modes:
 
 * peek (the default): ``basic.get`` each message and hold it unacknowledged, so each is
   seen once; at the end every held delivery goes back to its original position: on
@@ -47,10 +48,15 @@ from qctl.backends.capabilities.queuemove import (
     QueueMoveReport,
     QueueMoveRequest,
 )
+from qctl.backends.rabbitmq.amqp.publisher import ConfirmingPublisher, Publication
 from qctl.backends.rabbitmq.behaviour import Behaviour, behaviour_for
-from qctl.backends.rabbitmq.core import RabbitCore, channel_refusal, decode_text
+from qctl.backends.rabbitmq.core import (
+    RabbitCore,
+    channel_refusal,
+    close_within,
+    decode_text,
+)
 from qctl.backends.rabbitmq.management import quote_segment
-from qctl.backends.rabbitmq.publisher import ConfirmingPublisher, Publication
 from qctl.errors import NotFoundError, QctlError, UnreachableError, UsageError
 from qctl.messages import AMQP_PROPERTIES, Message, amqp_headers, rabbitmq_source
 from qctl.refs import Ref
@@ -146,6 +152,7 @@ class RabbitMessaging(RabbitCore):
             mandatory=options.mandatory,
             timeout=self.timeout,
             on_outcome=outcome if on_outcome is not None else None,
+            on_blocked=options.on_blocked,
         )
         start = time.monotonic()
         try:
@@ -162,7 +169,11 @@ class RabbitMessaging(RabbitCore):
         report.failed += stats.failed
         for reason, count in stats.errors.items():
             report.errors[reason] = report.errors.get(reason, 0) + count
+        report.failures = stats.failures
         report.aborted = stats.aborted
+        blocked = stats.blocked.warning()
+        if blocked is not None:
+            report.warnings.append(blocked)
         return report
 
     def _msg_publications(
@@ -178,6 +189,7 @@ class RabbitMessaging(RabbitCore):
         exchange = "" if target.kind == "queue" else target.name
         fixed_key = target.name if target.kind == "queue" else options.routing_key
         warned_repeats = False
+        number = 0  # each message's position in the input, for the failures it names
         for m in messages:
             if m is None:
                 yield None
@@ -185,8 +197,10 @@ class RabbitMessaging(RabbitCore):
             if isinstance(m, ValueBatch):
                 key = fixed_key if fixed_key is not None else ""
                 for value in m.values:
-                    yield Publication(exchange, key, value, plain, None)
+                    number += 1
+                    yield Publication(exchange, key, value, plain, None, number)
                 continue
+            number += 1
             if fixed_key is not None:
                 routing_key = fixed_key
             elif m.routing_key is not None:
@@ -205,7 +219,7 @@ class RabbitMessaging(RabbitCore):
                         f"header {repeated[0]!r} repeats; an AMQP header table keeps only "
                         "the last value of a name"
                     )
-            yield Publication(exchange, routing_key, m.value or b"", props, m)
+            yield Publication(exchange, routing_key, m.value or b"", props, m, number)
 
     # -- consume -----------------------------------------------------------------------------
     def open_consumer(self, source: Ref, request: ConsumeRequest) -> RabbitSession:
@@ -618,6 +632,9 @@ class RabbitSession:
         if self._closed:
             return
         self._closed = True
+        close_within(self._close, self.backend.timeout, "the consumer connection")
+
+    def _close(self) -> None:
         try:
             if self.channel.is_open:
                 if self._consumer_tag is not None:
@@ -633,11 +650,8 @@ class RabbitSession:
                 self.channel.close()
         except Exception:  # the connection may already be gone; the broker requeues then
             log.debug("closing the consumer channel failed", exc_info=True)
-        try:
-            if self.conn.is_open:
-                self.conn.close()
-        except Exception:
-            log.debug("closing the consumer connection failed", exc_info=True)
+        if self.conn.is_open:
+            self.conn.close()
 
     def __enter__(self) -> RabbitSession:
         return self

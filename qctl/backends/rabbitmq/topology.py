@@ -379,12 +379,15 @@ class RabbitTopologyAdmin(RabbitCore):
         target: str,
         progress: Progress | None,
     ) -> int:
+        from qctl.backends.rabbitmq.messaging import RabbitMessaging
         from qctl.backends.rabbitmq.topology_mover import move_messages
 
+        # The move runs on the messaging mixin's connections, which the backend class
+        # composes with this one.
+        if not isinstance(self, RabbitMessaging):
+            raise QctlError("this RabbitMQ backend cannot move messages")
         vhost = self._topo_vhost(scope)
-        params = self.connection_parameters()
-        params.virtual_host = vhost
-        return move_messages(params, source, target, self.timeout, progress)
+        return move_messages(self, vhost, source, target, self.timeout, progress)
 
     def _topo_connection(self, vhost: str) -> Any:
         """An AMQP connection to ``vhost`` (the shared one when it is the context's)."""

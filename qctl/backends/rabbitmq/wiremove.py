@@ -3,7 +3,7 @@
 The generic mover runs a consuming pika connection, a publishing one in a lane thread,
 and builds a ``Message`` for every delivery: about 2.8k msg/s on two cores, where a
 Shovel inside the broker moves 8-10k. This loop keeps every message as the bytes it
-arrived in (see ``amqpframes``) and spends a fifth of a core on 8k msg/s:
+arrived in (see ``amqp.frames``) and spends a fifth of a core on 8k msg/s:
 
 * one connection consumes the source (``basic.qos`` = window + held allowance, manual
   acks), the other publishes in confirm mode with ``mandatory`` (two connections, as
@@ -13,34 +13,42 @@ arrived in (see ``amqpframes``) and spends a fifth of a core on 8k msg/s:
 * each delivery's route comes from the request's ``QueueMapper``, asked once per
   distinct combination of the headers it reads; the headers are then spliced in the
   property bytes and the copy is published;
+* confirms and returns go through ``amqp.confirms.ConfirmTracker``: a copy whose
+  exchange, routing key and body equal those of a copy still awaiting its confirm
+  waits for that confirm (deliveries keep their order), so a ``basic.return`` names
+  exactly one copy;
 * a source message is acknowledged only after the broker confirmed its copy (a
   ``basic.ack`` with no ``basic.return`` before it); contiguous confirmations become
   one ``basic.ack(multiple)``. A message that cannot go (returned, nacked, origin
   unknown) is never acknowledged: it stays in the source, reported, and from then on
   acknowledgements are single so that no multiple ack can take it;
+* ``connection.blocked`` (a memory or disk alarm) pauses publishing until
+  ``connection.unblocked``; the confirm timeout does not run meanwhile, and the report
+  says how long it lasted;
 * at the end (the source's count at the start reached, or the source found empty
   after a second without a delivery), on a stop, a limit, or an error, nothing more
   is published; the connection closes after the last confirms, and the broker
   requeues whatever is unacknowledged.
 
-The handshake and rare frames go through pika's own codec. A target exchange that
-does not exist fails its messages (checked once per exchange); a channel the broker
-closes, or a frame this loop does not expect, hands the move back to the generic
-mover (``QueueMoveReport.handover``): a crash, a stop or a handover can duplicate at
-most the window, never lose a message.
+A target exchange that does not exist fails its messages (checked once per exchange);
+a channel the broker closes, or a frame this loop does not expect, hands the move back
+to the generic mover (``QueueMoveReport.handover``). Bytes that are not AMQP (a wrong
+frame-end octet, a frame larger than ``frame_max``) or confirms that contradict what
+was published stop the move with an error, and nothing more is acknowledged: the
+broker requeues every unacknowledged message. A crash, a stop, a handover or an error
+can duplicate at most the window, never lose a message.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import logging
 import select
-import socket
 import struct
 import time
 from typing import TYPE_CHECKING, Any
 
+from qctl.backends.capabilities.messaging import Outcome
 from qctl.backends.capabilities.queuemove import (
     QueueMapper,
     QueueMoveControl,
@@ -48,16 +56,14 @@ from qctl.backends.capabilities.queuemove import (
     QueueMoveRequest,
     QueueRoute,
 )
-from qctl.backends.rabbitmq import amqpframes as af
+from qctl.backends.rabbitmq.amqp import frames as af
+from qctl.backends.rabbitmq.amqp.confirms import ConfirmError, ConfirmTracker
+from qctl.backends.rabbitmq.amqp.connection import Closed, Connection
 from qctl.errors import NotFoundError, QctlError, UnreachableError
 from qctl.refs import Ref
 
 if TYPE_CHECKING:
-    import pika
-
     from qctl.backends.rabbitmq.messaging import RabbitMessaging
-
-log = logging.getLogger(__name__)
 
 _CONSUME = 1
 _PUBLISH = 2
@@ -76,152 +82,14 @@ class Handover(Exception):
     """The loop cannot go on; the generic mover continues from the source."""
 
 
-class _Connection:
-    """A blocking AMQP socket: the handshake, sending, and frames as they arrive."""
+class _Copy:
+    """A published copy awaiting its confirm: the delivery it came from, its route."""
 
-    def __init__(self, params: pika.ConnectionParameters, timeout: float) -> None:
-        self.params = params
-        self.timeout = timeout
-        self.sock: Any = None
-        self.pending = b""
-        self.frame_max = 131072
-        self.heartbeat = 0
-        self.last_sent = 0.0
+    __slots__ = ("route", "tag")
 
-    def open(self) -> None:
-        from pika import spec
-
-        p = self.params
-        sock = socket.create_connection((p.host, p.port), timeout=self.timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if p.ssl_options is not None:
-            sock = p.ssl_options.context.wrap_socket(
-                sock, server_hostname=p.ssl_options.server_hostname
-            )
-        self.sock = sock
-        sock.sendall(b"AMQP\x00\x00\x09\x01")
-        start = self.expect(0, spec.Connection.Start)
-        mechanism, response = p.credentials.response_for(start)
-        if mechanism is None:
-            raise QctlError("RabbitMQ offers no login mechanism qctl's credentials can use")
-        self.method(
-            0,
-            spec.Connection.StartOk(
-                client_properties={
-                    "product": "qctl",
-                    "capabilities": {
-                        "publisher_confirms": True,
-                        "basic.nack": True,
-                        "consumer_cancel_notify": True,
-                        "connection.blocked": True,
-                        "authentication_failure_close": True,
-                    },
-                    **(p.client_properties or {}),
-                },
-                mechanism=mechanism,
-                response=response,
-            ),
-        )
-        tune = self.expect(0, spec.Connection.Tune)
-        self.frame_max = min(tune.frame_max or 131072, 131072)
-        wanted = p.heartbeat if isinstance(p.heartbeat, int) else 60
-        self.heartbeat = min(tune.heartbeat, wanted) if tune.heartbeat and wanted else 0
-        self.method(
-            0,
-            spec.Connection.TuneOk(
-                channel_max=2, frame_max=self.frame_max, heartbeat=self.heartbeat
-            ),
-        )
-        self.method(0, spec.Connection.Open(virtual_host=p.virtual_host))
-        self.expect(0, spec.Connection.OpenOk)
-
-    def method(self, channel: int, method: Any) -> None:
-        from pika import frame
-
-        self.sock.sendall(frame.Method(channel, method).marshal())
-
-    def buffered(self) -> bool:
-        pending = getattr(self.sock, "pending", None)
-        return bool(pending and pending())
-
-    def send(self, frames: list[bytes], now: float) -> None:
-        """Send (and clear) ``frames``; a heartbeat instead when idle for long."""
-        if frames:
-            self.sock.sendall(b"".join(frames))
-            frames.clear()
-            self.last_sent = now
-        elif self.heartbeat and now - self.last_sent > self.heartbeat / 2:
-            self.sock.sendall(af.HEARTBEAT)
-            self.last_sent = now
-
-    def read(self) -> bool:
-        """Read what arrived; False when nothing had."""
-        try:
-            data = self.sock.recv(1 << 18)
-        except (TimeoutError, BlockingIOError):
-            return False
-        if not data:
-            raise ConnectionError("the broker closed the connection")
-        self.pending = self.pending + data if self.pending else data
-        return True
-
-    def expect(self, channel: int, kind: type) -> Any:
-        """The next method on ``channel``, which must be a ``kind`` (handshake, setup)."""
-        from pika import frame, spec
-
-        deadline = time.monotonic() + self.timeout
-        while True:
-            used, got = frame.decode_frame(self.pending)
-            if got is None:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"no {kind.__name__} from the broker")
-                self.sock.settimeout(max(deadline - time.monotonic(), 0.01))
-                self.read()
-                continue
-            self.pending = self.pending[used:]
-            if isinstance(got, frame.Heartbeat):
-                continue
-            method = getattr(got, "method", None)
-            if isinstance(method, kind):
-                return method
-            if isinstance(method, spec.Connection.Close | spec.Channel.Close):
-                raise _Closed(method.reply_code, method.reply_text)
-            raise af.FrameError(f"expected {kind.__name__}, got {got!r}")
-
-    def close(self) -> None:
-        from pika import spec
-
-        if self.sock is None:
-            return
-        try:
-            self.sock.settimeout(min(self.timeout, 5.0))
-            self.method(0, spec.Connection.Close(200, "bye"))
-            self.expect(0, spec.Connection.CloseOk)
-        except Exception:  # the broker requeues everything unacknowledged regardless
-            log.debug("closing the move connection failed", exc_info=True)
-        try:
-            self.sock.close()
-        finally:
-            self.sock = None
-
-
-class _Closed(Exception):
-    def __init__(self, code: int, text: str) -> None:
-        super().__init__(f"{code} {text}")
-        self.code = code
-        self.text = text
-
-
-class _Sent:
-    """One published copy awaiting its confirm."""
-
-    __slots__ = ("body", "returned", "route", "tag")
-
-    def __init__(self, tag: int, route: QueueRoute, body: bytes) -> None:
+    def __init__(self, tag: int, route: QueueRoute) -> None:
         self.tag = tag
         self.route = route
-        self.body = body
-        self.returned: str | None = None
 
 
 class WireMove:
@@ -245,15 +113,17 @@ class WireMove:
         #: x-death values (bytes) and their keys without times and counts: the messages
         #: of one incident died in the same few seconds.
         self.deaths: dict[bytes, bytes] = {}
-        self.sent: collections.OrderedDict[int, _Sent] = collections.OrderedDict()
-        self.seq = 0
+        self.tracker: ConfirmTracker[_Copy] = ConfirmTracker()
         self.order: collections.deque[int] = collections.deque()
         self.confirmed: set[int] = set()
         self.single = False
+        #: False once the broker sent what cannot be trusted: nothing is acknowledged then.
+        self.trusted = True
         self.held = 0
         self.taken = 0
         self.received = 0
         self.ready = 0
+        self.quorum = False
         #: Frames to send this round: publishes, and acknowledgements of the source.
         self.out: list[bytes] = []
         self.acks: list[bytes] = []
@@ -284,17 +154,24 @@ class WireMove:
         params = backend._msg_params(vhost)
         # Two connections, as the broker serves each with its own reader and writer
         # processes: consuming and publishing then run in parallel on its side too.
-        self.consumer = _Connection(params, self.request.timeout)
-        self.publisher = _Connection(params, self.request.timeout)
+        self.consumer = Connection(params, self.request.timeout)
+        self.publisher = Connection(params, self.request.timeout)
         try:
             try:
                 self._open(source.name)
-            except _Closed as exc:
+            except Closed as exc:
                 raise _refused(exc, source.name, backend.target()) from None
             self._loop()
         except Handover as exc:
             self.report.handover = str(exc)
-        except (OSError, ConnectionError, af.FrameError, TimeoutError, struct.error) as exc:
+        except (af.FrameError, ConfirmError, struct.error) as exc:
+            self.trusted = False
+            self.report.problem = QctlError(
+                f"RabbitMQ at {backend.target()} sent what the move cannot trust ({exc}); "
+                "it stopped and acknowledged nothing more",
+                "run again: every message not acknowledged is back in the source",
+            )
+        except (OSError, ConnectionError, TimeoutError) as exc:
             self.report.problem = UnreachableError(
                 f"lost the connection to RabbitMQ at {backend.target()}: "
                 f"{exc or type(exc).__name__}"
@@ -303,6 +180,9 @@ class WireMove:
             self.report.problem = exc
         finally:
             self._close()
+            warning = self.publisher.blocked.warning()
+            if warning is not None:
+                self.report.warnings.append(warning)
         return self.report
 
     def _open(self, queue: str) -> None:
@@ -327,9 +207,14 @@ class WireMove:
 
     def _close(self) -> None:
         """The publisher first (its confirms are in), then the consumer: the broker
-        requeues what the consumer did not acknowledge."""
-        self.publisher.close()
+        requeues what the consumer did not acknowledge. After bytes that cannot be
+        trusted both are dropped without a word: nothing more is acknowledged."""
         con = self.consumer
+        if not self.trusted:
+            self.publisher.drop()
+            con.drop()
+            return
+        self.publisher.close()
         if con.sock is not None and self.confirmed:
             # Confirmed before a handover or an error: their copies are safe.
             self._ack()
@@ -347,6 +232,7 @@ class WireMove:
         con, pub = self.consumer, self.publisher
         report = self.report
         control = self.control
+        tracker = self.tracker
         timeout = self.request.timeout
         last_progress = last_confirm = last_delivery = time.monotonic()
         # What came in with the setup's last answers.
@@ -356,11 +242,12 @@ class WireMove:
             ready = self._wait(con, pub)
             now = time.monotonic()
             if pub in ready:
-                before = len(self.sent)
+                before = len(tracker)
                 self._frames(pub)
-                if len(self.sent) < before:
+                if len(tracker) < before:
                     last_confirm = now
-            if not self.sent:
+            if not tracker or pub.blocked.active:
+                # The confirm clock runs only while copies wait and the broker reads them.
                 last_confirm = now
             if con in ready:
                 before = self.received
@@ -370,8 +257,9 @@ class WireMove:
             if self.reading and control.stopping():
                 report.stopped = True
                 self.reading = False
-            self._take()
-            pub.send(self.out, now)
+            if not pub.blocked.active:
+                self._take()
+            pub.send(self.out, now)  # heartbeats go on while blocked
             self._ack()
             con.send(self.acks, now)
             if now - last_progress >= _PROGRESS_EVERY:
@@ -381,19 +269,19 @@ class WireMove:
                 if self.received >= self.ready:
                     report.exhausted = True
                     self.reading = False
-                elif now - last_delivery >= _IDLE_END and not self.sent:
+                elif now - last_delivery >= _IDLE_END and not tracker:
                     # Fewer messages than counted at the start (another consumer took
                     # some), or the broker is slow: only an empty queue ends the move.
                     if self._check(self.request.source) == 0:
                         report.exhausted = True
                         self.reading = False
                     last_delivery = time.monotonic()
-            if not self.reading and not self.sent:
+            if not self.reading and not tracker:
                 control.progress(report)
                 return
-            if self.sent and now - last_confirm > timeout * 3:
+            if tracker and now - last_confirm > timeout * 3:
                 raise QctlError(
-                    f"no confirms for {timeout * 3:g}s; {len(self.sent)} messages are still "
+                    f"no confirms for {timeout * 3:g}s; {len(tracker)} messages are still "
                     "in the source"
                 )
 
@@ -409,13 +297,10 @@ class WireMove:
             if conn.is_open:
                 conn.close()
 
-    def _wait(self, con: _Connection, pub: _Connection) -> list[_Connection]:
-        """The connections that received something (waiting up to ``_TICK``)."""
-        want = [pub] if self.sent else []
-        if self.reading:
-            want.append(con)
-        if not want:
-            return []
+    def _wait(self, con: Connection, pub: Connection) -> list[Connection]:
+        """The connections that received something (waiting up to ``_TICK``). The
+        publisher is always watched: confirms, returns, and flow-control notices."""
+        want = [pub, con] if self.reading else [pub]
         # TLS may hold decrypted bytes that select() cannot see.
         ready = [c for c in want if c.buffered()]
         if not ready:
@@ -423,86 +308,72 @@ class WireMove:
             ready = [c for c in want if c.sock in readable]
         return [c for c in ready if c.read()]
 
-    def _frames(self, conn: _Connection) -> None:
-        """Every complete frame received: deliveries to the backlog, confirms applied."""
-        data = conn.pending
-        end = len(data)
+    def _frames(self, conn: Connection) -> None:
+        """Every complete frame received: deliveries to the backlog, confirms applied.
+        Each frame is checked (``frame_max``, the frame-end octet) before it is used:
+        ``frames.frame_at``'s checks, written out here as this loop runs per frame."""
+        buf = conn.buffer
+        end = len(buf)
         pos = 0
+        limit = conn.frame_max - 8
         unpack_head = af.FRAME_HEAD.unpack_from
         unpack_id = af.METHOD_ID.unpack_from
+        frame_end = af.FRAME_END
         backlog = self.backlog
-        while end - pos >= 7:
-            kind, channel, size = unpack_head(data, pos)
-            stop = pos + 7 + size
-            if stop >= end:
-                break
-            if kind == af.FRAME_METHOD:
-                method = unpack_id(data, pos + 7)[0]
-                if method == af.BASIC_DELIVER and channel == _CONSUME:
-                    # consumer tag, delivery tag, redelivered, exchange, routing key; then
-                    # the content header and the body frames.
-                    p = pos + 11
-                    p += 1 + data[p]
-                    tag = af.U64.unpack_from(data, p)[0]
-                    p += 9
-                    n = data[p]
-                    exchange = data[p + 1 : p + 1 + n]
-                    p += 1 + n
-                    n = data[p]
-                    routing_key = data[p + 1 : p + 1 + n]
-                    got = self._content(data, stop + 1, end)
-                    if got is None:
-                        break  # the rest has not arrived yet
-                    properties, body, stop = got
-                    backlog.append((tag, exchange, routing_key, properties, body))
-                    self.received += 1
-                    pos = stop
-                    continue
-                if method == af.BASIC_ACK and channel == _PUBLISH:
-                    tag, bits = _CONFIRM.unpack_from(data, pos + 11)
-                    self._confirmed(tag, bool(bits & 1), None)
-                elif method == af.BASIC_NACK and channel == _PUBLISH:
-                    tag, bits = _CONFIRM.unpack_from(data, pos + 11)
-                    self._confirmed(tag, bool(bits & 1), "nacked by the broker")
-                elif method == af.BASIC_RETURN and channel == _PUBLISH:
-                    got = self._content(data, stop + 1, end)
-                    if got is None:
-                        break
-                    self._returned(data[pos : stop + 1], got[0], got[1])
-                    pos = got[2]
-                    continue
-                else:
-                    self._control(data[pos : stop + 1])
-            elif kind != af.FRAME_HEARTBEAT:
-                raise Handover(f"an unexpected frame (type {kind}) arrived")
-            pos = stop + 1
-        conn.pending = data[pos:]
+        tracker = self.tracker
+        with memoryview(buf) as data:
+            while end - pos >= 8:
+                kind, channel, size = unpack_head(data, pos)
+                if size > limit:
+                    raise af.FrameError(f"a frame of {size} bytes (more than frame_max)")
+                stop = pos + 7 + size
+                if stop >= end:
+                    break
+                if data[stop] != frame_end:
+                    raise af.FrameError(f"frame end octet {data[stop]:#04x} instead of 0xce")
+                if kind == af.FRAME_METHOD:
+                    method = unpack_id(data, pos + 7)[0]
+                    if method == af.BASIC_DELIVER and channel == _CONSUME:
+                        # consumer tag, delivery tag, redelivered, exchange, routing key;
+                        # then the content header and the body frames.
+                        p = pos + 11
+                        p += 1 + data[p]
+                        tag = af.U64.unpack_from(data, p)[0]
+                        p += 9
+                        n = data[p]
+                        exchange = bytes(data[p + 1 : p + 1 + n])
+                        p += 1 + n
+                        n = data[p]
+                        routing_key = bytes(data[p + 1 : p + 1 + n])
+                        got = _content(data, stop + 1, end, conn.frame_max)
+                        if got is None:
+                            break  # the rest has not arrived yet
+                        properties, body, stop = got
+                        backlog.append((tag, exchange, routing_key, properties, body))
+                        self.received += 1
+                        pos = stop
+                        continue
+                    if method == af.BASIC_ACK and channel == _PUBLISH:
+                        tag, bits = _CONFIRM.unpack_from(data, pos + 11)
+                        self._settled(tracker.acked(tag, bool(bits & 1)))
+                    elif method == af.BASIC_NACK and channel == _PUBLISH:
+                        tag, bits = _CONFIRM.unpack_from(data, pos + 11)
+                        self._settled(tracker.nacked(tag, bool(bits & 1)))
+                    elif method == af.BASIC_RETURN and channel == _PUBLISH:
+                        got = _content(data, stop + 1, end, conn.frame_max)
+                        if got is None:
+                            break
+                        self._returned(bytes(data[pos : stop + 1]), got[1])
+                        pos = got[2]
+                        continue
+                    else:
+                        self._control(conn, bytes(data[pos : stop + 1]))
+                elif kind != af.FRAME_HEARTBEAT:
+                    raise Handover(f"an unexpected frame (type {kind}) arrived")
+                pos = stop + 1
+        del buf[:pos]
 
-    @staticmethod
-    def _content(data: bytes, pos: int, end: int) -> tuple[bytes, bytes, int] | None:
-        """The content header and body frames from ``pos``: (properties, body, where the
-        next frame starts), or None when they have not all arrived."""
-        found = _frame_at(data, pos, end, af.FRAME_HEADER)
-        if found is None:
-            return None
-        start, stop = found
-        body_size = af.U64.unpack_from(data, start + 4)[0]
-        properties = data[start + 12 : stop]
-        pos = stop + 1
-        parts = []
-        got = 0
-        while got < body_size:
-            found = _frame_at(data, pos, end, af.FRAME_BODY)
-            if found is None:
-                return None
-            start, stop = found
-            parts.append(data[start:stop])
-            got += stop - start
-            pos = stop + 1
-        body = parts[0] if len(parts) == 1 else b"".join(parts)
-        return properties, body, pos
-
-    def _control(self, raw: bytes) -> None:
+    def _control(self, conn: Connection, raw: bytes) -> None:
         """A method other than deliveries and confirms (pika decodes it)."""
         from pika import frame, spec
 
@@ -510,27 +381,33 @@ class WireMove:
         method = getattr(decoded, "method", None)
         channel = getattr(decoded, "channel_number", None)
         if isinstance(method, spec.Connection.Blocked):
-            warning = f"RabbitMQ blocked publishing for a while: {method.reason}"
-            if warning not in self.report.warnings:
-                self.report.warnings.append(warning)
+            conn.blocked.start(method.reason)
             return
         if isinstance(method, spec.Connection.Unblocked):
+            conn.blocked.end()
             return
         if isinstance(method, spec.Connection.Close):
-            raise QctlError(f"RabbitMQ closed the connection: {method.reply_text}")
+            raise QctlError(
+                f"RabbitMQ closed the connection: {method.reply_code} {method.reply_text}"
+            )
         if isinstance(method, spec.Basic.Cancel):
             raise NotFoundError(f"queue {self.request.source.name!r} was deleted while reading")
         if isinstance(method, spec.Channel.Close) and channel == _CONSUME:
             raise _refused(
-                _Closed(method.reply_code, method.reply_text),
+                Closed(method.reply_code, method.reply_text),
                 self.request.source.name,
                 self.backend.target(),
+            )
+        if isinstance(method, spec.Channel.Close):
+            raise Handover(
+                f"RabbitMQ closed the publishing channel: {method.reply_code} {method.reply_text}"
             )
         raise Handover(f"RabbitMQ sent {method or decoded!r}")
 
     # -- publishing ------------------------------------------------------------------------
     def _take(self) -> None:
-        """Publish the backlog's deliveries (as far as the limit and the rate allow)."""
+        """Publish the backlog's deliveries, in order, as far as the window, the limit,
+        the rate and the copies awaiting confirms allow."""
         backlog = self.backlog
         if not backlog:
             return
@@ -543,19 +420,16 @@ class WireMove:
         limit = self.request.limit
         bucket = self.bucket
         window = self.request.window
-        sent = self.sent
+        tracker = self.tracker
         while backlog:
-            if len(sent) >= window:
+            if len(tracker) >= window:
                 return  # at most the window unconfirmed: the duplicates a crash can make
-            if bucket is not None and not bucket.try_acquire():
-                return
             tag, exchange, routing_key, raw, body = backlog[0]
             try:
                 props = af.Properties(raw)
                 entries = props.entries()
             except af.FrameError as exc:  # pika's decoder may know better
                 raise Handover(f"a message's properties could not be read: {exc}") from None
-            backlog.popleft()
             key = self._key(raw, entries, exchange, routing_key)
             hit = cache.get(key)
             if hit is None:
@@ -564,13 +438,19 @@ class WireMove:
                     cache.clear()
                 cache[key] = hit
             if isinstance(hit[0], str):
+                backlog.popleft()
                 self._hold(tag, hit[0])
                 continue
             route, method, drop, add = hit
+            publish_key = (route.exchange, route.routing_key, body)
+            if not tracker.admit(publish_key):
+                return  # an identical copy awaits its confirm: this one waits for it
+            if bucket is not None and not bucket.try_acquire():
+                return
+            backlog.popleft()
             if drop or add:
                 raw = props.rewritten(entries, drop, (add,) if add else ())
-            self.seq += 1
-            sent[self.seq] = _Sent(tag, route, body)
+            tracker.sent(publish_key, _Copy(tag, route))
             self.order.append(tag)
             out.append(method)
             out.extend(af.content(_PUBLISH, raw, body, frame_max))
@@ -656,52 +536,32 @@ class WireMove:
             )
 
     # -- confirms and acknowledgements -----------------------------------------------------
-    def _confirmed(self, seq: int, multiple: bool, failure: str | None) -> None:
-        sent = self.sent
-        done = []
-        if multiple:
-            while sent:
-                first = next(iter(sent))
-                if first > seq:
-                    break
-                done.append(sent.popitem(last=False)[1])
-        else:
-            one = sent.pop(seq, None)
-            if one is not None:
-                done.append(one)
+    def _settled(self, outcomes: list[tuple[_Copy, Outcome]]) -> None:
+        """Copies the broker settled: confirmed ones become acknowledgements to send,
+        failed ones stay in the source."""
         report = self.report
-        for item in done:
-            reason = failure or item.returned
-            if reason is not None:
-                self._hold(item.tag, f"{item.route.label}: {reason}")
+        for copy, outcome in outcomes:
+            route = copy.route
+            if not outcome.ok:
+                self._hold(copy.tag, f"{route.label}: {outcome.error}")
                 continue
-            route = item.route
             if route.parked:
                 report.parked += 1
             else:
                 report.moved += 1
                 report.per_target[route.label] = report.per_target.get(route.label, 0) + 1
-            self.confirmed.add(item.tag)
+            self.confirmed.add(copy.tag)
 
-    def _returned(self, raw: bytes, properties: bytes, body: bytes) -> None:
-        """``basic.return`` comes before the confirm of an unroutable copy; it names no
-        publish, so it marks the oldest unconfirmed copy with the same exchange, routing
-        key and body (the broker returns in publishing order)."""
+    def _returned(self, raw: bytes, body: bytes) -> None:
+        """``basic.return`` comes before the confirm of an unroutable copy; the tracker
+        finds the one copy awaiting its confirm with that exchange, routing key and
+        body (``ConfirmError`` when there is none)."""
         from pika import frame
 
         _, decoded = frame.decode_frame(raw)
         method = decoded.method
         reason = f"unroutable: {method.reply_code} {method.reply_text}"
-        for item in self.sent.values():
-            route = item.route
-            if (
-                item.returned is None
-                and route.exchange == method.exchange
-                and route.routing_key == method.routing_key
-                and item.body == body
-            ):
-                item.returned = reason
-                return
+        self.tracker.returned((method.exchange, method.routing_key, body), reason)
 
     def _ack(self) -> None:
         confirmed = self.confirmed
@@ -723,18 +583,35 @@ class WireMove:
             out.append(af.ack(_CONSUME, last, True))
 
 
-def _frame_at(data: bytes, pos: int, end: int, kind: int) -> tuple[int, int] | None:
-    """Where the payload of the frame at ``pos`` starts and stops, when it has arrived
-    whole; it must be of ``kind``."""
-    if end - pos < 7:
+def _content(
+    data: memoryview, pos: int, end: int, frame_max: int
+) -> tuple[bytes, bytes, int] | None:
+    """The content header and body frames from ``pos``: (properties, body, where the
+    next frame starts), or None when they have not all arrived."""
+    stop = af.frame_at(data, pos, end, frame_max)
+    if stop < 0:
         return None
-    got, _channel, size = af.FRAME_HEAD.unpack_from(data, pos)
-    stop = pos + 7 + size
-    if stop >= end:
-        return None
-    if got != kind:
-        raise af.FrameError(f"expected a frame of type {kind}, got {got}")
-    return pos + 7, stop
+    if data[pos] != af.FRAME_HEADER:
+        raise af.FrameError(f"expected a content header frame, got type {data[pos]}")
+    start = pos + 7
+    body_size = af.U64.unpack_from(data, start + 4)[0]
+    properties = bytes(data[start + 12 : stop])
+    pos = stop + 1
+    parts = []
+    got = 0
+    while got < body_size:
+        stop = af.frame_at(data, pos, end, frame_max)
+        if stop < 0:
+            return None
+        if data[pos] != af.FRAME_BODY:
+            raise af.FrameError(f"expected a content body frame, got type {data[pos]}")
+        parts.append(data[pos + 7 : stop])
+        got += stop - pos - 7
+        pos = stop + 1
+    if got != body_size:
+        raise af.FrameError(f"a body of {got} bytes where {body_size} were announced")
+    body = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
+    return properties, body, pos
 
 
 def _death_key(raw: bytes) -> bytes:
@@ -761,7 +638,7 @@ def _death_key(raw: bytes) -> bytes:
     return b"".join(parts)
 
 
-def _refused(exc: _Closed, queue: str, target: str) -> QctlError:
+def _refused(exc: Closed, queue: str, target: str) -> QctlError:
     if exc.code == 404:
         return NotFoundError(f"queue {queue!r} does not exist (RabbitMQ at {target})")
     if exc.code == 403:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pika import frame, spec
 from pika.spec import BasicProperties
 
-from qctl.backends.rabbitmq import amqpframes as af
+from qctl.backends.rabbitmq.amqp import frames as af
 from qctl.backends.rabbitmq.wiremove import _death_key
 
 names = st.text(
@@ -180,3 +180,127 @@ def test_publish_frames_decode_as_pika_frames() -> None:
     used, ack = frame.decode_frame(af.ack(1, 42, True))
     assert isinstance(ack.method, spec.Basic.Ack)
     assert ack.method.delivery_tag == 42 and ack.method.multiple
+
+
+# -- reading: the frame checks and the receive buffer ----------------------------------------
+def deliver(tag: int, body: bytes, properties: BasicProperties | None = None) -> bytes:
+    """A ``basic.deliver`` on channel 1 with its content, as the broker sends it."""
+    method = frame.Method(
+        1,
+        spec.Basic.Deliver(
+            consumer_tag="ctag", delivery_tag=tag, exchange="orders", routing_key="order.x"
+        ),
+    ).marshal()
+    raw = raw_properties(properties or BasicProperties(headers={"n": tag}))
+    return method + b"".join(af.content(1, raw, body, 131072))
+
+
+def wire_move() -> Any:
+    from qctl.backends.capabilities.queuemove import QueueMapper, QueueMoveRequest
+    from qctl.backends.rabbitmq.wiremove import WireMove
+    from qctl.refs import Ref
+
+    request = QueueMoveRequest(
+        source=Ref("rabbitmq", "queue", "q"),
+        mapper=QueueMapper(frozenset(), lambda *_: None),  # type: ignore[arg-type,return-value]
+    )
+    return WireMove(None, request, None)  # type: ignore[arg-type]
+
+
+def connection() -> Any:
+    from qctl.backends.rabbitmq.amqp.connection import Connection
+
+    return Connection(None, timeout=1.0)  # type: ignore[arg-type]
+
+
+def test_frame_at_checks_the_end_octet_and_the_size() -> None:
+    good = af.ack(2, 7, False)
+    assert af.frame_at(good, 0, len(good), 131072) == len(good) - 1
+    assert af.frame_at(good, 0, len(good) - 1, 131072) == -1  # not all here yet
+    assert af.frame_at(good[:6], 0, 6, 131072) == -1
+    bad = good[:-1] + b"\x00"
+    with pytest.raises(af.FrameError, match="0xce"):
+        af.frame_at(bad, 0, len(bad), 131072)
+    huge = af.FRAME_HEAD.pack(af.FRAME_BODY, 1, 200_000)
+    with pytest.raises(af.FrameError, match="frame_max"):
+        af.frame_at(huge, 0, len(huge), 131072)  # refused before it arrives whole
+
+
+@settings(max_examples=60)
+@given(cuts=st.lists(st.integers(0, 600_000), max_size=12))
+def test_deliveries_cut_anywhere_arrive_whole(cuts: list[int]) -> None:
+    """The receive buffer takes what arrives in any pieces; complete deliveries reach
+    the backlog (a 400 kB body spans four frames), partial ones wait, nothing is
+    copied into the backlog twice."""
+    stream = deliver(1, b"a" * 10) + deliver(2, b"b" * 400_000) + deliver(3, b"")
+    stream += af.HEARTBEAT + deliver(4, b"d")
+    move = wire_move()
+    conn = connection()
+    points = sorted({min(c, len(stream)) for c in cuts} | {len(stream)})
+    start = 0
+    for point in points:
+        conn.buffer += stream[start:point]
+        start = point
+        move._frames(conn)
+    assert [(tag, body) for tag, _x, _k, _p, body in move.backlog] == [
+        (1, b"a" * 10),
+        (2, b"b" * 400_000),
+        (3, b""),
+        (4, b"d"),
+    ]
+    assert move.backlog[0][1:3] == (b"orders", b"order.x")
+    assert not conn.buffer and move.received == 4
+
+
+@pytest.mark.parametrize("at", ["method", "header", "body", "second body"])
+def test_a_wrong_frame_end_in_a_delivery_is_a_frame_error(at: str) -> None:
+    stream = bytearray(deliver(1, b"x" * 200_000))
+    ends = [i for i in range(len(stream)) if stream[i] == af.FRAME_END]
+    # The frame ends in order: method, content header, then the two body frames.
+    frame_ends = []
+    pos = 0
+    while pos < len(stream):
+        stop = af.frame_at(stream, pos, len(stream), 131072)
+        frame_ends.append(stop)
+        pos = stop + 1
+    assert set(frame_ends) <= set(ends)
+    index = ["method", "header", "body", "second body"].index(at)
+    stream[frame_ends[index]] = 0x00
+    move = wire_move()
+    conn = connection()
+    conn.buffer += stream
+    with pytest.raises(af.FrameError):
+        move._frames(conn)
+    assert not move.backlog  # nothing after the bad octet was taken
+
+
+def test_a_wrong_frame_end_of_a_confirm_is_a_frame_error() -> None:
+    move = wire_move()
+    conn = connection()
+    conn.buffer += af.ack(2, 1, False)[:-1] + b"\xcd"
+    with pytest.raises(af.FrameError):
+        move._frames(conn)
+
+
+def test_setup_answers_are_checked_and_flow_notices_taken_in_passing() -> None:
+    """``Connection.expect`` over a real socket pair: blocked/unblocked between setup
+    answers are noted, a wrong frame-end octet is a FrameError."""
+    import socket
+
+    ours, theirs = socket.socketpair()
+    conn = connection()
+    conn.sock = ours
+    blocked = frame.Method(0, spec.Connection.Blocked(reason="low on memory")).marshal()
+    unblocked = frame.Method(0, spec.Connection.Unblocked()).marshal()
+    open_ok = frame.Method(1, spec.Channel.OpenOk()).marshal()
+    theirs.sendall(blocked + af.HEARTBEAT + open_ok)
+    assert isinstance(conn.expect(1, spec.Channel.OpenOk), spec.Channel.OpenOk)
+    assert conn.blocked.active and conn.blocked.reason == "low on memory"
+    theirs.sendall(unblocked + open_ok[:-1] + b"\x00")
+    with pytest.raises(af.FrameError):
+        conn.expect(1, spec.Channel.OpenOk)
+    assert not conn.blocked.active
+    warning = conn.blocked.warning()
+    assert warning is not None and "low on memory" in warning
+    ours.close()
+    theirs.close()

@@ -1,4 +1,4 @@
-"""AMQP 0-9-1 frames on the hot path of a queue-to-queue move, read and written as bytes.
+"""AMQP 0-9-1 frames as bytes: found in a receive buffer, checked, and written.
 
 pika decodes every delivery into a ``Basic.Deliver`` object and a ``BasicProperties``
 (its headers table fully, ``x-death`` included) and encodes them again to publish:
@@ -8,8 +8,13 @@ unchanged except for a few headers, so this module keeps them as the bytes the b
 sent, finds the header entries by skipping over values (every AMQP field value has a
 fixed or a prefixed length), and splices entries in and out.
 
-Rare frames (connection and channel control, ``basic.return``) are left to pika's own
-decoder; see ``wiremove``.
+Every frame read is checked before its payload is used: it ends with the frame-end
+octet (0xCE) and is no larger than the negotiated ``frame_max``. Bytes that fail
+either are not AMQP from this connection any more (a corrupted or desynchronised
+stream), which is a ``FrameError``: the reader stops and trusts nothing after it.
+
+Rare frames (connection and channel control, ``basic.return``) are decoded by pika's
+codec; see ``connection`` and ``wiremove``.
 """
 
 from __future__ import annotations
@@ -67,7 +72,24 @@ _PREFIXED = frozenset(map(ord, "SxAF"))
 
 
 class FrameError(ValueError):
-    """Bytes that are not the AMQP this module expects (the caller hands over)."""
+    """Bytes that are not the AMQP this module expects."""
+
+
+def frame_at(buf: bytes | bytearray | memoryview, pos: int, end: int, frame_max: int) -> int:
+    """Where the frame starting at ``pos`` ends (the index of its frame-end octet), or
+    -1 when it has not arrived whole; ``FrameError`` when what arrived is not a frame:
+    a payload larger than ``frame_max`` allows, or a wrong frame-end octet."""
+    if end - pos < 7:
+        return -1
+    size: int = _U32.unpack_from(buf, pos + 3)[0]
+    if size > frame_max - 8:
+        raise FrameError(f"a frame of {size} bytes (more than frame_max {frame_max})")
+    stop = pos + 7 + size
+    if stop >= end:
+        return -1
+    if buf[stop] != FRAME_END:
+        raise FrameError(f"frame end octet {buf[stop]:#04x} instead of 0xce")
+    return stop
 
 
 def frame(kind: int, channel: int, payload: bytes) -> bytes:
