@@ -75,6 +75,9 @@ BASE_MS = (int(time.time()) - 3600) * 1000
 #: ``--timeout`` of the runs whose fault outlasts it; a run must end within it plus this.
 SHORT = 2.0
 SLACK = 4.0
+#: A retry loop stops once less than one pause (0.2 s) is left before its deadline: a
+#: command that kept asking until its timeout lasts at least this long.
+KEPT_ASKING = SHORT - 0.25
 
 
 # -- the data: one wide topic, a group per test ------------------------------------------------
@@ -441,7 +444,7 @@ def test_a_coordinator_that_stays_unavailable_ends_at_the_timeout(
     one_error(run, ExitCode.UNREACHABLE, f"within {SHORT:g}s", "COORDINATOR_NOT_AVAILABLE")
     fired(rule)
     assert rule.matched > 2  # asked again and again until the deadline
-    assert SHORT <= run.seconds < SHORT + SLACK
+    assert KEPT_ASKING <= run.seconds < SHORT + SLACK
 
 
 @pytest.mark.parametrize("cut", ["request", "response"])
@@ -463,7 +466,7 @@ def test_a_cluster_that_never_answers_find_coordinator_is_unreachable(
     run = qctl(kafka_proxy, "offsets", "show", "--group", group, timeout=SHORT)
     one_error(run, ExitCode.UNREACHABLE, "is unreachable", "check bootstrap_servers")
     fired(rule)
-    assert SHORT <= run.seconds < SHORT + SLACK
+    assert KEPT_ASKING <= run.seconds < SHORT + SLACK
 
 
 # -- OffsetFetch, DescribeGroups, ConsumerGroupDescribe at the coordinator (per_group) ---------
@@ -552,7 +555,7 @@ def test_a_coordinator_slower_than_the_timeout_ends_the_command_at_the_timeout(
     run = qctl(kafka_proxy, *group_command(command, group), timeout=SHORT)
     one_error(run, ExitCode.UNREACHABLE, f"within {SHORT:g}s", "timed out", repr(group))
     fired(rule)
-    assert SHORT <= run.seconds < SHORT + SLACK
+    assert KEPT_ASKING <= run.seconds < SHORT + SLACK
 
 
 def test_many_groups_an_error_in_a_pipelined_answer_goes_the_one_group_way(
@@ -822,7 +825,7 @@ def test_a_broker_that_keeps_failing_list_groups_is_an_error_not_an_empty_cluste
     assert run.stdout.strip() == "" or json.loads(run.stdout)["groups"] == []
     fired(rule)
     assert rule.matched > 2
-    assert SHORT <= run.seconds < SHORT + SLACK
+    assert KEPT_ASKING <= run.seconds < SHORT + SLACK
 
 
 def test_a_final_list_groups_error_is_an_error_not_an_empty_cluster(
@@ -844,7 +847,7 @@ def test_a_listing_slower_than_the_timeout_ends_at_the_timeout(
     run = qctl(kafka_proxy, "lag", "-b", "kafka", "-o", "json", timeout=SHORT)
     one_error(run, ExitCode.UNREACHABLE, "timed out")
     fired(rule)
-    assert SHORT <= run.seconds < SHORT + SLACK
+    assert KEPT_ASKING <= run.seconds < SHORT + SLACK
 
 
 def test_a_cluster_that_never_answers_metadata_is_unreachable(
