@@ -43,7 +43,7 @@ __qctl_options() {
         'dlq list') echo '--backend -b --timeout -o --output -h --help' ;;
         'dlq peek') echo '--max -n --where -w --timeout -o --output -h --help' ;;
         'dlq purge') echo '--older-than --where -w --archive --delete-records --window --resume --timeout --yes -y -o --output -h --help' ;;
-        'dlq redrive') echo '--to --routing-key -r --from-file --where -w --limit -n --rate --max-redrives --keep-partition --to-origin-queue --strip-death-headers --dry-run --window --resume --timeout --yes -y -o --output -h --help' ;;
+        'dlq redrive') echo '--to --routing-key -r --from-file --where -w --limit -n --rate --max-redrives --keep-partition --by-key --partitioner --to-origin-queue --strip-death-headers --dry-run --window --resume --timeout --yes -y -o --output -h --help' ;;
         'lag') echo '--group -g --queue -q --all --backend -b -o --output --threshold --max-time-lag --isolation --watch -w --interval --count --timeout -h --help' ;;
         'offsets') echo '-h --help' ;;
         'offsets delete') echo '--group -g --topic -t --execute --yes -y --backend -b --timeout -o --output -h --help' ;;
@@ -54,7 +54,7 @@ __qctl_options() {
         'plugins') echo '-h --help' ;;
         'plugins list') echo '-o --output -h --help' ;;
         'produce') echo '--file -f --format --key-separator -K --key -k --header -H --property -P --routing-key -r --mandatory --no-mandatory --count -n --rate --template -t --seed --list-templates --dry-run --window --new-timestamps --timeout --yes -y -o --output -h --help' ;;
-        'replay') echo '--to --from --until --where -w --limit -n --rate --routing-key -r --keep-partition --dry-run --resume --list-jobs --window --timeout --yes -y -o --output -h --help' ;;
+        'replay') echo '--to --from --until --where -w --limit -n --rate --routing-key -r --keep-partition --partitioner --dry-run --resume --list-jobs --window --timeout --yes -y -o --output -h --help' ;;
         'topology') echo '-h --help' ;;
         'topology apply') echo '--env -e --backend -b --prune --max-deletes --force-delete-nonempty --allow-recreate --dry-run --yes -y --timeout -o --output -h --help' ;;
         'topology destroy') echo '--env -e --backend -b --max-deletes --force-delete-nonempty --dry-run --yes -y --timeout -o --output -h --help' ;;
@@ -78,7 +78,7 @@ __qctl_value_options() {
         'dlq list') echo '--backend -b --timeout -o --output' ;;
         'dlq peek') echo '--max -n --where -w --timeout -o --output' ;;
         'dlq purge') echo '--older-than --where -w --archive --window --resume --timeout -o --output' ;;
-        'dlq redrive') echo '--to --routing-key -r --from-file --where -w --limit -n --rate --max-redrives --window --resume --timeout -o --output' ;;
+        'dlq redrive') echo '--to --routing-key -r --from-file --where -w --limit -n --rate --max-redrives --partitioner --window --resume --timeout -o --output' ;;
         'lag') echo '--group -g --queue -q --backend -b -o --output --threshold --max-time-lag --isolation --interval --count --timeout' ;;
         'offsets delete') echo '--group -g --topic -t --backend -b --timeout -o --output' ;;
         'offsets history') echo '--group -g -o --output' ;;
@@ -87,7 +87,7 @@ __qctl_value_options() {
         'offsets undo') echo '--group -g --timeout -o --output' ;;
         'plugins list') echo '-o --output' ;;
         'produce') echo '--file -f --format --key-separator -K --key -k --header -H --property -P --routing-key -r --count -n --rate --template -t --seed --window --timeout -o --output' ;;
-        'replay') echo '--to --from --until --where -w --limit -n --rate --routing-key -r --resume --window --timeout -o --output' ;;
+        'replay') echo '--to --from --until --where -w --limit -n --rate --routing-key -r --partitioner --resume --window --timeout -o --output' ;;
         'topology apply') echo '--env -e --backend -b --max-deletes --timeout -o --output' ;;
         'topology destroy') echo '--env -e --backend -b --max-deletes --timeout -o --output' ;;
         'topology export') echo '--backend -b --include --exclude --vhost --owner --file -f --timeout -o --output' ;;
@@ -121,6 +121,7 @@ __qctl_choices() {
         'dlq peek|--output') echo 'table jsonl json yaml' ;;
         'dlq purge|-o') echo 'table json yaml' ;;
         'dlq purge|--output') echo 'table json yaml' ;;
+        'dlq redrive|--partitioner') echo 'murmur2 crc32 random' ;;
         'dlq redrive|-o') echo 'table json yaml' ;;
         'dlq redrive|--output') echo 'table json yaml' ;;
         'lag|-o') echo 'table json yaml prometheus' ;;
@@ -141,6 +142,7 @@ __qctl_choices() {
         'produce|--format') echo 'raw jsonl' ;;
         'produce|-o') echo 'table json yaml' ;;
         'produce|--output') echo 'table json yaml' ;;
+        'replay|--partitioner') echo 'murmur2 crc32 random' ;;
         'replay|-o') echo 'table json yaml' ;;
         'replay|--output') echo 'table json yaml' ;;
         'topology apply|--backend') echo 'kafka rabbitmq' ;;

@@ -19,6 +19,7 @@ from qctl.cli.options import (
     FiniteFloatRange,
     backend_option,
     output_option,
+    partitioner_option,
     timeout_option,
     yes_option,
 )
@@ -532,8 +533,18 @@ def _new_job(app: App, kind: str, opts: Any, target: str | None, timeout: float)
     help="Messages already redriven N times go to the parking lot <DLQ>.parking.",
 )
 @click.option(
-    "--keep-partition", is_flag=True, help="Kafka: the original partition, not the key's."
+    "--keep-partition",
+    is_flag=True,
+    help="Kafka, with --to: the original partition, not the key's (without --to, the "
+    "original partition is the default).",
 )
+@click.option(
+    "--by-key",
+    is_flag=True,
+    help="Kafka: place every record by its key (--partitioner), even where its original "
+    "partition is known (e.g. after partitions were added to the origin).",
+)
+@partitioner_option
 @click.option(
     "--to-origin-queue",
     is_flag=True,
@@ -562,6 +573,8 @@ def redrive(
     rate: float | None,
     max_redrives: int | None,
     keep_partition: bool,
+    by_key: bool,
+    partitioner: str | None,
     to_origin_queue: bool,
     strip_death_headers: bool,
     dry_run: bool,
@@ -607,6 +620,8 @@ def redrive(
         rate=rate,
         max_redrives=max_redrives,
         keep_partition=keep_partition,
+        by_key=by_key,
+        partitioner=partitioner,
         to_origin_queue=to_origin_queue,
         strip_death_headers=strip_death_headers,
         window=window,

@@ -80,3 +80,19 @@ def backend_option(multiple: bool = False) -> Callable[[F], F]:
         help="Backend to use (kafka, rabbitmq, or an installed plugin); "
         + ("repeat for several; default: all in the context." if multiple else ""),
     )
+
+
+#: ``--partitioner``'s choices: ``qctl.backends.capabilities.messaging.Partitioner``'s
+#: values (not imported here: the option must not load the capabilities for --help).
+PARTITIONERS = ("murmur2", "crc32", "random")
+
+
+def partitioner_option(f: F) -> F:
+    """``--partitioner``: how Kafka records written by key are partitioned."""
+    return click.option(
+        "--partitioner",
+        type=click.Choice(PARTITIONERS),
+        help="Kafka targets, records placed by key: murmur2 (Kafka's Java client), crc32 "
+        "(librdkafka's default: Python, Go, .NET, kcat) or random. Default: the context's "
+        "`partitioner`, else murmur2.",
+    )(f)

@@ -7,7 +7,13 @@ from typing import Any
 import click
 
 from qctl.cli.app import App, pass_app
-from qctl.cli.options import FiniteFloatRange, output_option, timeout_option, yes_option
+from qctl.cli.options import (
+    FiniteFloatRange,
+    output_option,
+    partitioner_option,
+    timeout_option,
+    yes_option,
+)
 from qctl.errors import UsageError
 
 EPILOG = """\b
@@ -55,6 +61,7 @@ header with its source position."""
 @click.option(
     "--keep-partition", is_flag=True, help="Kafka targets: the source partition, not the key's."
 )
+@partitioner_option
 @click.option(
     "--dry-run", is_flag=True, help="Counts per partition and the time span; copies nothing."
 )
@@ -82,6 +89,7 @@ def replay(
     rate: float | None,
     routing_key: str | None,
     keep_partition: bool,
+    partitioner: str | None,
     dry_run: bool,
     resume_id: str | None,
     list_jobs: bool,
@@ -127,6 +135,7 @@ def replay(
         rate=rate,
         routing_key=routing_key,
         keep_partition=keep_partition,
+        partitioner=partitioner,
         window=window,
     )
     validate(src, dst, opts)

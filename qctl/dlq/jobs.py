@@ -21,7 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from qctl.backends.base import require
-from qctl.backends.capabilities.messaging import ConsumeRequest, ProduceOptions, SupportsProduce
+from qctl.backends.capabilities.messaging import (
+    ConsumeRequest,
+    Partitioner,
+    ProduceOptions,
+    SupportsProduce,
+)
 from qctl.backends.capabilities.transactions import (
     KEEP,
     SKIP,
@@ -50,6 +55,7 @@ from qctl.dlq.routing import (
     UNKNOWN,
     Action,
     RedriveRules,
+    Target,
     Verdict,
 )
 from qctl.dlq.selection import Selection
@@ -87,6 +93,11 @@ class DlqJobOptions:
     rate: float | None = None
     max_redrives: int | None = None
     keep_partition: bool = False
+    #: Kafka: partition by key even where the original partition is known.
+    by_key: bool = False
+    #: Kafka: how records written by key are partitioned (``Partitioner`` value); None:
+    #: the context's ``partitioner``, else murmur2.
+    partitioner: str | None = None
     to_origin_queue: bool = False
     strip_death_headers: bool = False
     window: int = 1000
@@ -105,6 +116,9 @@ class DlqJobOptions:
         if self.end_offsets is None:
             return None
         return {int(p): int(o) for p, o in self.end_offsets.items()}
+
+    def key_partitioner(self) -> Partitioner | None:
+        return None if self.partitioner is None else Partitioner(self.partitioner)
 
 
 # -- planning ---------------------------------------------------------------------------------
@@ -140,6 +154,7 @@ def rules_for(dlq: Dlq, opts: DlqJobOptions, job_id: str) -> RedriveRules:
         to=parse_ref(opts.to) if opts.to else None,
         routing_key=opts.routing_key,
         keep_partition=opts.keep_partition,
+        by_key=opts.by_key,
         to_origin_queue=opts.to_origin_queue,
         max_redrives=opts.max_redrives,
         parking=parking,
@@ -158,8 +173,10 @@ class RouteCount:
 
 
 def dry_run(dlq: Dlq, opts: DlqJobOptions, max_messages: int | None = None) -> list[RouteCount]:
-    """What a redrive would do, grouped by origin and target; nothing moves."""
+    """What a redrive would do, grouped by origin and target; nothing moves. Kafka
+    targets say how their records are placed: in their original partition, or by key."""
     rules = _dry_rules(dlq, opts)
+    placement = _Placement(dlq, opts)
     select = Selection.of(opts.where, None, dlq.ref.backend)
     groups: dict[tuple[str, str, str], RouteCount] = {}
     if opts.from_file:
@@ -183,7 +200,7 @@ def dry_run(dlq: Dlq, opts: DlqJobOptions, max_messages: int | None = None) -> l
                 elif verdict.target is None:
                     key = (prov.origin_label, "(stays)", ORIGIN_UNKNOWN)
                 else:
-                    key = (prov.origin_label, verdict.target.label, "redrive")
+                    key = (prov.origin_label, *placement.of(verdict.target))
                     taken += 1
             groups.setdefault(key, RouteCount(*key)).count += 1
             if opts.limit is not None and taken >= opts.limit:
@@ -196,6 +213,52 @@ def dry_run(dlq: Dlq, opts: DlqJobOptions, max_messages: int | None = None) -> l
     return sorted(groups.values(), key=lambda g: (-g.count, g.origin, g.target))
 
 
+class _Placement:
+    """Where a dry run says a Kafka target's records go: the original (or a given)
+    partition while the topic has it, else by key with the redrive's partitioner."""
+
+    def __init__(self, dlq: Dlq, opts: DlqJobOptions) -> None:
+        self.dlq = dlq
+        self.explicit = opts.to is not None and parse_ref(opts.to).partition is not None
+        self.partitioner = opts.partitioner
+        self.counts: dict[str, int | None] = {}
+
+    def of(self, target: Target) -> tuple[str, str]:
+        """(target label, action) of a record routed to ``target``."""
+        ref = target.ref
+        if ref.backend != "kafka":
+            return target.label, "redrive"
+        label = f"kafka:{ref.name}"
+        if ref.partition is None:
+            return label, f"redrive: by key ({self._partitioner()})"
+        count = self._count(ref.name)
+        if count is not None and ref.partition >= count:
+            return label, (
+                f"redrive: by key ({self._partitioner()}), its partition {ref.partition} is gone"
+            )
+        if self.explicit:
+            return label, f"redrive: partition {ref.partition}"
+        return label, "redrive: original partition"
+
+    def _count(self, topic: str) -> int | None:
+        if topic not in self.counts:
+            from qctl.backends.capabilities.groups import SupportsConsumerGroups
+
+            groups = require(self.dlq.backend_for("kafka"), SupportsConsumerGroups, "topics")
+            self.counts[topic] = groups.topic_partitions([topic]).get(topic)
+        return self.counts[topic]
+
+    def _partitioner(self) -> str:
+        if self.partitioner is not None:
+            return self.partitioner
+        settings = getattr(self.dlq.backend_for("kafka"), "settings", {})
+        named = settings.get("partitioner")
+        found = Partitioner.from_librdkafka(str(named)) if named is not None else None
+        if named is not None and found is None:
+            return str(named)
+        return (found or Partitioner.MURMUR2).value
+
+
 def _dry_rules(dlq: Dlq, opts: DlqJobOptions) -> RedriveRules:
     parking = Ref(dlq.ref.backend, dlq.ref.kind, f"{dlq.ref.name}.parking", vhost=dlq.ref.vhost)
     return RedriveRules(
@@ -204,6 +267,7 @@ def _dry_rules(dlq: Dlq, opts: DlqJobOptions) -> RedriveRules:
         to=parse_ref(opts.to) if opts.to else None,
         routing_key=opts.routing_key,
         keep_partition=opts.keep_partition,
+        by_key=opts.by_key,
         to_origin_queue=opts.to_origin_queue,
         max_redrives=opts.max_redrives,
         parking=parking,
@@ -306,7 +370,11 @@ def _lane_factory(
             ref: Ref = cast(tuple[Any, ...], key)[1]
             producer = require(backend_for(ref.backend), SupportsProduce, "produce")
             options = ProduceOptions(
-                routing_key=None, mandatory=True, window=opts.window, keep_timestamps=True
+                routing_key=None,
+                mandatory=True,
+                window=opts.window,
+                keep_timestamps=True,
+                partitioner=opts.key_partitioner(),
             )
             return ProduceLane(producer, ref, options, report)
         if kind == "archive":
@@ -477,6 +545,7 @@ def _transactional_redrive(job: Job, dlq: Dlq, opts: DlqJobOptions, run: JobRun)
         rate=opts.rate,
         on_missing_topic="keep",
         first_run=job.runs <= 1,
+        partitioner=opts.key_partitioner(),
     )
     report = copier.transactional_copy(request, _CopyControl(run, counters))
     errors = dict(report.rejected)

@@ -2,7 +2,11 @@
 
 The default target is the message's own origin, read from its provenance:
 
-* Kafka: the original topic (and, with ``--keep-partition``, the original partition);
+* Kafka: the original topic, in the original partition when the provenance names it
+  (the one partition that is right whatever partitioner the original producer used: its
+  key's other records are there); by key (``--partitioner``) when it does not, or with
+  ``--by-key``. The copy engines fall back to the key when the partition no longer
+  exists;
 * RabbitMQ: the exchange of its first death with its original routing key, or — when
   it died in a queue reached through the default exchange, or with
   ``--to-origin-queue`` — the queue it died in, through the default exchange (which
@@ -137,6 +141,8 @@ class RedriveRules:
     to: Ref | None = None
     routing_key: str | None = None
     keep_partition: bool = False
+    #: Kafka origins: partition by key even where the original partition is known.
+    by_key: bool = False
     to_origin_queue: bool = False
     max_redrives: int | None = None
     parking: Ref | None = None
@@ -223,7 +229,7 @@ class RedriveRules:
             return Target(self.to, key)
         origin = prov.origin
         if isinstance(origin, KafkaOrigin):
-            partition = origin.partition if self.keep_partition else None
+            partition = None if self.by_key else origin.partition
             return Target(Ref("kafka", "topic", origin.topic, partition))
         if isinstance(origin, RabbitOrigin):
             vhost = self.dlq.vhost

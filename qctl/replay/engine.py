@@ -25,6 +25,7 @@ from qctl.backends.base import Backend, require
 from qctl.backends.capabilities.groups import SupportsConsumerGroups, TopicPartition
 from qctl.backends.capabilities.messaging import (
     ConsumeRequest,
+    Partitioner,
     Position,
     ProduceOptions,
     SupportsConsume,
@@ -65,6 +66,9 @@ class ReplayOptions:
     rate: float | None = None
     routing_key: str | None = None
     keep_partition: bool = False
+    #: Kafka targets: how records are partitioned by key (``Partitioner`` value); None:
+    #: the context's ``partitioner``, else murmur2.
+    partitioner: str | None = None
     window: int = 1000
     #: Kafka: the resolved window; streams: the start position and end offset.
     kafka_window: dict[str, Any] | None = None
@@ -77,6 +81,9 @@ class ReplayOptions:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ReplayOptions:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    def key_partitioner(self) -> Partitioner | None:
+        return None if self.partitioner is None else Partitioner(self.partitioner)
 
 
 def group_of(job_id: str) -> str:
@@ -311,6 +318,7 @@ def _transactional(
         rate=opts.rate,
         on_missing_topic="fail",
         first_run=job.runs <= 1,
+        partitioner=opts.key_partitioner(),
     )
     report = copier.transactional_copy(request, _Control(run))
     return RunResult(
@@ -346,7 +354,11 @@ def _at_least_once(
     src: MoveSource = SessionSource(session, log=True, commit_every=0.5 if group else 0.0)
     label = str(target)
     options = ProduceOptions(
-        routing_key=opts.routing_key, mandatory=True, window=opts.window, keep_timestamps=True
+        routing_key=opts.routing_key,
+        mandatory=True,
+        window=opts.window,
+        keep_timestamps=True,
+        partitioner=opts.key_partitioner(),
     )
     partition = target.partition
 
@@ -419,6 +431,8 @@ def validate(source: Ref, target: Ref, opts: ReplayOptions) -> None:
         raise UsageError("--routing-key applies to rabbitmq:exchange/NAME targets")
     if opts.keep_partition and target.backend != "kafka":
         raise UsageError("--keep-partition applies to kafka targets")
+    if opts.partitioner is not None and target.backend != "kafka":
+        raise UsageError("--partitioner applies to kafka targets")
     same = (source.backend, source.kind, source.name) == (target.backend, target.kind, target.name)
     if same and source.backend != "kafka":
         raise UsageError(

@@ -96,9 +96,9 @@ def test_kafka_origin_topic_and_partition() -> None:
     m = spring_message(partition=2)
     prov = provenance_of(m.headers, "kafka")
     r = rules(dlq="kafka:orders.dlq")
-    assert r.target(m, prov).ref == Ref("kafka", "topic", "orders")  # type: ignore[union-attr]
-    kept = rules(dlq="kafka:orders.dlq", keep_partition=True).target(m, prov)
-    assert kept is not None and kept.ref.partition == 2
+    assert r.target(m, prov).ref == Ref("kafka", "topic", "orders", 2)  # type: ignore[union-attr]
+    by_key = rules(dlq="kafka:orders.dlq", by_key=True).target(m, prov)
+    assert by_key is not None and by_key.ref == Ref("kafka", "topic", "orders")
 
 
 def test_unknown_origin_needs_to() -> None:

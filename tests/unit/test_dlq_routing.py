@@ -98,9 +98,16 @@ SPRING_HEADERS = [
 def test_route_to_the_kafka_origin_with_the_loop_guard() -> None:
     v = kafka_rules().verdict(kafka([*SPRING_HEADERS, (H_REDRIVE_COUNT, b"1")]))
     assert v.action is Action.ROUTE
-    assert v.target == Target(Ref("kafka", "topic", "orders"))
+    assert v.target == Target(Ref("kafka", "topic", "orders", 2))  # its original partition
     assert v.replace == ((H_REDRIVE_COUNT, "2"), (H_REDRIVE_ID, "job-1"))
     assert (v.add, v.drop) == ((), frozenset())
+
+
+def test_by_key_leaves_the_partition_to_the_key() -> None:
+    v = kafka_rules(by_key=True).verdict(kafka(SPRING_HEADERS))
+    assert v.target == Target(Ref("kafka", "topic", "orders"))
+    unknown = kafka_rules().verdict(kafka([("kafka_dlt-original-topic", b"orders")]))
+    assert unknown.target == Target(Ref("kafka", "topic", "orders"))  # no partition known
 
 
 def test_keep_partition() -> None:

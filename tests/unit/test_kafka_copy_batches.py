@@ -7,11 +7,13 @@ back with the same codec."""
 from __future__ import annotations
 
 import struct
+import zlib
 from typing import Any
 
 import pytest
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
+from qctl.backends.capabilities.transactions import Partitioner
 from qctl.backends.kafka.copy import batches
 from qctl.backends.kafka.copy.batches import (
     KeyPartitioner,
@@ -239,21 +241,38 @@ def test_full_batches_are_sealed_as_they_fill() -> None:
     assert all(len(raw) <= 1_000_000 for _t, raw in sink.sealed)
 
 
-def test_librdkafkas_partitioner_is_found_and_agrees_with_murmur2() -> None:
-    """Keys are hashed by librdkafka's own murmur2 function (cheaper than Python's);
-    it gives the same partition as ``murmur2`` for any key."""
+@pytest.mark.parametrize(
+    ("partitioner", "reference"),
+    [
+        (Partitioner.MURMUR2, lambda key, n: (murmur2(key) & 0x7FFFFFFF) % n),
+        (Partitioner.CRC32, lambda key, n: zlib.crc32(key) % n),
+    ],
+)
+def test_librdkafkas_partitioners_are_found_and_agree_with_the_reference(
+    partitioner: Partitioner, reference: Any
+) -> None:
+    """Keys are hashed by librdkafka's own partitioner functions (cheaper than Python):
+    murmur2 gives Kafka's murmur2, consistent gives zlib's CRC-32, for any key."""
     import random
 
-    from qctl.backends.kafka.copy.batches import _librdkafka_murmur2
+    from qctl.backends.kafka.copy.batches import _FUNCTIONS, _librdkafka_hash
 
-    by_librdkafka = _librdkafka_murmur2()
+    name, python = _FUNCTIONS[partitioner]
+    by_librdkafka = _librdkafka_hash(name, python)
     assert by_librdkafka is not None
     rng = random.Random(7)
     for _ in range(2000):
         key = rng.randbytes(rng.randrange(0, 40))
         partitions = rng.randrange(1, 500)
         found = by_librdkafka(None, key, len(key), partitions, None, None)
-        assert found == (murmur2(key) & 0x7FFFFFFF) % partitions
+        assert found == reference(key, partitions)
+
+
+def test_random_partitioning_keeps_no_key() -> None:
+    """``random`` draws a partition per record, keyed or not."""
+    route = KeyPartitioner(50, Partitioner.RANDOM)
+    seen = {route(b"order-13") for _ in range(200)}
+    assert len(seen) > 10 and not route.cache
 
 
 def test_the_codec_loads_without_aiokafkas_clients_which_still_load_on_demand() -> None:

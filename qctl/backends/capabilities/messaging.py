@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from qctl.messages import Message
@@ -80,6 +81,40 @@ OK = Outcome(ok=True)
 OutcomeCallback = Callable[[Message, Outcome], None]
 
 
+class Partitioner(StrEnum):
+    """How a record written by its key gets its partition, as one of librdkafka's
+    partitioners picks it (records without a key go to a random partition)."""
+
+    #: ``murmur2_random``: murmur2 of the key, as Kafka's Java client does.
+    MURMUR2 = "murmur2"
+    #: ``consistent_random``: CRC32 of the key, librdkafka's default (Python, Go, .NET,
+    #: kcat producers).
+    CRC32 = "crc32"
+    #: ``random``: any partition, key or not.
+    RANDOM = "random"
+
+    @property
+    def librdkafka(self) -> str:
+        """The name of the same partitioner as librdkafka's ``partitioner`` property."""
+        return _LIBRDKAFKA_PARTITIONERS[self]
+
+    @classmethod
+    def from_librdkafka(cls, name: str) -> Partitioner | None:
+        """The partitioner librdkafka's ``partitioner`` property names, when it is one of
+        these (None for the others: ``murmur2``, ``consistent``, ``fnv1a``, ...)."""
+        for partitioner, known in _LIBRDKAFKA_PARTITIONERS.items():
+            if known == name:
+                return partitioner
+        return None
+
+
+_LIBRDKAFKA_PARTITIONERS = {
+    Partitioner.MURMUR2: "murmur2_random",
+    Partitioner.CRC32: "consistent_random",
+    Partitioner.RANDOM: "random",
+}
+
+
 @dataclass
 class ProduceOptions:
     """How to send; fields a backend does not use are ignored."""
@@ -99,6 +134,9 @@ class ProduceOptions:
     #: them again, from the producing thread; a caller that times out waiting for
     #: outcomes does not count the time in between.
     on_blocked: Callable[[bool], None] | None = None
+    #: Kafka: how messages without a partition are partitioned by key; None: the
+    #: context's librdkafka ``partitioner``, else murmur2.
+    partitioner: Partitioner | None = None
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from qctl.backends.capabilities.messaging import Partitioner
 from qctl.messages import Message
 from qctl.refs import Ref
 
@@ -121,6 +122,9 @@ class CopyRequest:
     #: No earlier run of this ``transactional_id`` can exist (a job's first run): no
     #: producer of it can hold an open transaction, so none needs fencing first.
     first_run: bool = False
+    #: How records written by key are partitioned; None: the context's librdkafka
+    #: ``partitioner`` property, else ``Partitioner.MURMUR2``.
+    partitioner: Partitioner | None = None
 
 
 @dataclass

@@ -151,6 +151,8 @@ class KafkaMessaging(KafkaCore):
 
         conf: dict[str, Any] = dict(PRODUCER_DEFAULTS)
         conf.update(self.client_config(error_cb=errors))
+        if options.partitioner is not None:
+            conf["partitioner"] = options.partitioner.librdkafka
         if on_outcome is None:
             conf["delivery.report.only.error"] = True
             conf["on_delivery"] = failed_only

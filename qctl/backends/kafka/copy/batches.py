@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import random
 import struct
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
+
+from qctl.backends.capabilities.messaging import Partitioner
 
 _BATCH = struct.Struct(">qiibIhiqqqhii")  # the 61-byte record batch header (magic 2)
 _CODEC_NONE, _CODEC_GZIP = 0, 1
@@ -59,33 +62,10 @@ def murmur2(data: bytes) -> int:
     return h
 
 
-#: A partitioner as librdkafka declares one: (topic, key, key length, partition count,
-#: topic opaque, message opaque) -> partition. The copy's hot loop calls it directly.
-Partitioner = Callable[[None, bytes, int, int, None, None], int]
-
-
-def _librdkafka_murmur2() -> Partitioner | None:
-    """librdkafka's own murmur2 partitioner (``rd_kafka_msg_partitioner_murmur2``, a
-    public function of its API), through the library confluent-kafka loaded: about 3×
-    cheaper per key than ``murmur2`` in Python. None when it cannot be found, or does
-    not give Kafka's answer for the test vectors."""
-    try:
-        import ctypes
-
-        import confluent_kafka.cimpl
-
-        # dlsym on the extension's handle also searches the libraries it links. PyDLL
-        # keeps the GIL: releasing it costs more than the hash of a key.
-        function = ctypes.PyDLL(confluent_kafka.cimpl.__file__).rd_kafka_msg_partitioner_murmur2
-        function.restype = ctypes.c_int32
-        for key in (b"21", b"foobar", b"abc", b""):
-            if function(None, key, len(key), 1000, None, None) != _python_murmur2(
-                None, key, len(key), 1000, None, None
-            ):
-                return None
-        return function
-    except (ImportError, OSError, AttributeError):
-        return None
+#: A key hash as librdkafka declares its partitioners: (topic, key, key length,
+#: partition count, topic opaque, message opaque) -> partition. The copy's hot loop
+#: calls it directly.
+KeyHash = Callable[[None, bytes, int, int, None, None], int]
 
 
 def _python_murmur2(
@@ -94,13 +74,64 @@ def _python_murmur2(
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-_by_murmur2: list[Partitioner] = []
+def _python_crc32(
+    _topic: None, key: bytes, _length: int, partitions: int, _opaque: None, _message: None
+) -> int:
+    """librdkafka's ``consistent`` hash: CRC-32 (zlib's) of the key."""
+    return zlib.crc32(key) % partitions
 
 
-def _partitioner() -> Partitioner:
-    if not _by_murmur2:
-        _by_murmur2.append(_librdkafka_murmur2() or _python_murmur2)
-    return _by_murmur2[0]
+def _python_random(
+    _topic: None, _key: bytes, _length: int, partitions: int, _opaque: None, _message: None
+) -> int:
+    return random.randrange(partitions)
+
+
+#: Each partitioner's function in librdkafka's public API, and the same in Python.
+_FUNCTIONS: dict[Partitioner, tuple[str, KeyHash]] = {
+    Partitioner.MURMUR2: ("rd_kafka_msg_partitioner_murmur2", _python_murmur2),
+    Partitioner.CRC32: ("rd_kafka_msg_partitioner_consistent", _python_crc32),
+}
+
+
+def _librdkafka_hash(name: str, reference: KeyHash) -> KeyHash | None:
+    """librdkafka's own partitioner function ``name`` (public in its API), through the
+    library confluent-kafka loaded: several times cheaper per key than Python. None
+    when it cannot be found, or does not give ``reference``'s answers for test keys."""
+    try:
+        import ctypes
+
+        import confluent_kafka.cimpl
+
+        # dlsym on the extension's handle also searches the libraries it links. PyDLL
+        # keeps the GIL: releasing it costs more than the hash of a key.
+        function = getattr(ctypes.PyDLL(confluent_kafka.cimpl.__file__), name)
+        function.restype = ctypes.c_int32
+        for key in (b"21", b"foobar", b"abc", b"", b"order-13"):
+            if function(None, key, len(key), 1000, None, None) != reference(
+                None, key, len(key), 1000, None, None
+            ):
+                return None
+        return function  # type: ignore[no-any-return]
+    except (ImportError, OSError, AttributeError):
+        return None
+
+
+_hashes: dict[Partitioner, KeyHash] = {}
+
+
+def key_hash(partitioner: Partitioner) -> KeyHash:
+    """The function that picks a keyed record's partition for ``partitioner``:
+    librdkafka's own where it can be called, else the same in Python."""
+    found = _hashes.get(partitioner)
+    if found is None:
+        if partitioner is Partitioner.RANDOM:
+            found = _python_random
+        else:
+            name, reference = _FUNCTIONS[partitioner]
+            found = _librdkafka_hash(name, reference) or reference
+        _hashes[partitioner] = found
+    return found
 
 
 #: Keys whose partition a ``KeyPartitioner`` remembers.
@@ -108,14 +139,17 @@ CACHED_KEYS = 4096
 
 
 class KeyPartitioner:
-    """A record's target partition by key, as librdkafka's ``murmur2_random`` picks it:
-    murmur2 of the key, or a random partition for a record without one. Keys repeat
-    (an order's events share its id), so the partitions are kept."""
+    """A record's target partition by key, as librdkafka's ``partitioner`` picks it
+    (``Partitioner``: murmur2 or CRC32 of the key, or random), and a random partition for
+    a record without a key. Keys repeat (an order's events share its id), so the
+    partitions of hashed keys are kept."""
 
-    def __init__(self, partitions: int) -> None:
+    def __init__(self, partitions: int, partitioner: Partitioner = Partitioner.MURMUR2) -> None:
         self.partitions = partitions
         self.cache: dict[bytes, int] = {}
-        self._hash = _partitioner()
+        self._hash = key_hash(partitioner)
+        #: ``random`` gives each record its own draw: nothing is kept.
+        self._keeps = partitioner is not Partitioner.RANDOM
 
     def __call__(self, key: bytes | None) -> int:
         if key is None:
@@ -130,10 +164,12 @@ class KeyPartitioner:
         cache up itself and calls this on a miss). The cache stays small: the keys that
         repeat (an order's events) mostly come close together, and inserting into a
         dictionary of a million distinct keys costs more than hashing the key again."""
-        cache = self.cache
-        if len(cache) >= CACHED_KEYS:
-            cache.clear()
-        found = cache[key] = self._hash(None, key, len(key), self.partitions, None, None)
+        found = self._hash(None, key, len(key), self.partitions, None, None)
+        if self._keeps:
+            cache = self.cache
+            if len(cache) >= CACHED_KEYS:
+                cache.clear()
+            cache[key] = found
         return found
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from qctl.backends.capabilities.messaging import Partitioner
 from qctl.backends.capabilities.transactions import (
     CopyControl,
     CopyProgress,
@@ -43,6 +44,19 @@ def transaction_timeout_ms(settings: Mapping[str, Any]) -> int:
             f"transaction.timeout.ms must be a number of milliseconds, not {value!r}",
             "fix the context's kafka section",
         ) from None
+
+
+def partitioner_of(request: CopyRequest, settings: Mapping[str, Any]) -> Partitioner | None:
+    """How the copy partitions records written by key: the request's partitioner, else
+    the context's librdkafka ``partitioner`` property, else murmur2 (Kafka's Java
+    client). None when the context names a librdkafka partitioner without a
+    ``Partitioner`` (the copy then goes through librdkafka, which has it)."""
+    if request.partitioner is not None:
+        return request.partitioner
+    named = settings.get("partitioner")
+    if named is None:
+        return Partitioner.MURMUR2
+    return Partitioner.from_librdkafka(str(named))
 
 
 @dataclass

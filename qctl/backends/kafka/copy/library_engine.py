@@ -171,6 +171,8 @@ class LibraryCopier:
                 },
             )
         )
+        if req.partitioner is not None:
+            pconf["partitioner"] = req.partitioner.librdkafka
         cconf: dict[str, Any] = {**CONSUMER_DEFAULTS, **BOUNDED_READ}  # moves end at the end
         cconf.update(
             self.backend.client_config(

@@ -35,6 +35,7 @@ from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from qctl.backends.capabilities.messaging import Partitioner
 from qctl.backends.capabilities.transactions import (
     KEEP,
     SKIP,
@@ -63,6 +64,7 @@ from qctl.backends.kafka.copy.common import (
     committed_offsets,
     missing_topic,
     no_target,
+    partitioner_of,
     plan_positions,
     transaction_timeout_ms,
     watermarks,
@@ -132,6 +134,8 @@ def eligible(backend: KafkaCore, request: CopyRequest) -> WireConfig | None:
         return None
     if request.fixed is None and request.raw_mapper is None:
         return None  # a mapper of Message objects: librdkafka's messages are needed
+    if partitioner_of(request, backend.settings) is None:
+        return None  # a partitioner only librdkafka has
     return wire_config(backend.settings)
 
 
@@ -139,11 +143,11 @@ class _Target:
     """A topic the copy writes to: its partitions' leaders, a batch being filled per
     partition, and whether the open transaction has it yet."""
 
-    def __init__(self, name: str, leaders: list[tuple[str, int]]) -> None:
+    def __init__(self, name: str, leaders: list[tuple[str, int]], partitioner: Partitioner) -> None:
         self.name = name
         self.leaders = leaders
         self.outs = [OutBatch() for _ in leaders]
-        self.by_key = KeyPartitioner(len(leaders))
+        self.by_key = KeyPartitioner(len(leaders), partitioner)
         #: Partitions the open transaction has (and will write a marker to).
         self.added: set[int] = set()
 
@@ -183,6 +187,7 @@ class WireCopier:
         self.sequences: dict[tuple[str, int], int] = defaultdict(int)
         self.in_txn = False
         self.txn_timeout_ms = transaction_timeout_ms(backend.settings)
+        self.partitioner = partitioner_of(request, backend.settings) or Partitioner.MURMUR2
         #: Transactions whose commit went unanswered when the copy handed over.
         self.in_doubt: list[InDoubt] = []
         #: Produce requests sent and not yet answered: (connection, correlation id).
@@ -304,7 +309,7 @@ class WireCopier:
             return None
         if any(address is None for address in leaders):
             raise Handover(f"a partition of {name!r} has no leader")
-        found = self.targets[name] = _Target(name, leaders)
+        found = self.targets[name] = _Target(name, leaders, self.partitioner)
         return found
 
     # -- setup -----------------------------------------------------------------------------
@@ -1109,8 +1114,8 @@ def _import_codec() -> None:
 
     from qctl.backends.kafka.copy.batches import (
         CODEC_MODULES,
-        _partitioner,
         codec,
+        key_hash,
         readable_codecs,
     )
 
@@ -1124,7 +1129,8 @@ def _import_codec() -> None:
             _install_bare(name, spec)
     codec()
     readable_codecs()
-    _partitioner()
+    for partitioner in (Partitioner.MURMUR2, Partitioner.CRC32):
+        key_hash(partitioner)
 
 
 def _install_bare(name: str, spec: Any) -> None:
