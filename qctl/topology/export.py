@@ -1,10 +1,11 @@
 """The live cluster as a topology file: defaults and internal objects left out.
 
 The output loads back into exactly the live state, so ``apply`` of an export right after
-exporting plans zero changes. Known queue arguments are written with their friendly
-keys (``message_ttl``), broker defaults (durable exchanges, classic queues, configs that
-equal the broker default) are omitted, and ``$`` in names is escaped so ``${...}`` is
-never expanded by accident.
+exporting plans zero changes, whatever the cluster holds: settings the brokers accepted
+but qctl doubts load with warnings, never errors. Known queue arguments are written with
+their friendly keys (``message_ttl``), broker defaults (durable exchanges, classic
+queues, configs that equal the broker default) are omitted, and ``$`` in names is
+escaped so ``${...}`` is never expanded by accident.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def export_kafka(live: LiveTopology, filt: ExportFilter) -> dict[str, Any]:
             if default is not None and config_equal(key, value, default):
                 continue
             if key not in schema.KAFKA_TOPIC_CONFIGS:
-                continue  # a config this version of qctl cannot declare
+                continue  # a config this version of qctl cannot declare (nor plans reset)
             configs[key] = _config_value(key, value)
         if configs:
             item["configs"] = configs

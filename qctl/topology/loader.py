@@ -85,7 +85,8 @@ def load(
     errors = [i for i in issues if i.severity == "error"]
     if errors or topo is None:
         raise TopologyFileError(label, errors or issues)
-    topo.warnings = [i for i in issues if i.severity != "error"]
+    warnings = [i for i in issues if i.severity != "error"]
+    topo.warnings = sorted(warnings, key=lambda i: (i.location.line, i.location.column))
     return topo
 
 
@@ -477,9 +478,16 @@ class _Reader:
             return str(value)
         if key == "cleanup.policy":
             parts = [p.strip() for p in str(value).split(",") if p.strip()]
-            if not parts or any(p not in ("delete", "compact") for p in parts):
+            if any(p not in ("delete", "compact") for p in parts):
                 self.error(node.loc, f"{where} must be delete, compact or 'compact,delete'")
                 return None
+            if not parts:
+                self.warning(
+                    node.loc,
+                    f"{what}: an empty cleanup.policy neither deletes nor compacts, so the "
+                    "topic keeps every record; Kafka accepts it (4.2 documents it as "
+                    "infinite retention)",
+                )
             return ",".join(sorted(set(parts)))
         if key == "min.cleanable.dirty.ratio":
             try:
@@ -587,12 +595,15 @@ class _Reader:
             arg = schema.QUEUE_ARGS_BY_ARGUMENT.get(argument)
             loc = args_node.key_loc(argument) if isinstance(args_node, YMap) else node.loc
             if arg is None:
-                close = schema.near_miss(argument, schema.QUEUE_ARGS_BY_ARGUMENT)
+                close = None
+                if argument not in schema.OTHER_QUEUE_ARGUMENTS:
+                    close = schema.near_miss(argument, schema.QUEUE_ARGS_BY_ARGUMENT)
                 if close:
-                    self.error(
-                        loc, f"unknown argument {argument!r} of {what} (did you mean {close!r}?)"
+                    self.warning(
+                        loc,
+                        f"unknown argument {argument!r} of {what} (did you mean {close!r}?): "
+                        "RabbitMQ accepts arguments it does not know, and ignores them",
                     )
-                    continue
             elif not self.arg_value_ok(arg, value, loc, f"argument {argument!r} of {what}"):
                 continue
             spec.arguments[argument] = value
@@ -643,31 +654,28 @@ class _Reader:
             source.arguments.setdefault("x-dead-letter-routing-key", dlq_name)
 
     def arg_value_ok(self, arg: schema.ArgSpec, value: Any, loc: Location, where: str) -> bool:
-        ok = True
-        expected = ""
-        if arg.kind == "int":
-            ok = _is_int(value)
-            expected = "an integer"
-            if ok and arg.minimum is not None and value < arg.minimum:
-                self.error(loc, f"{where} must be at least {arg.minimum}, not {value}")
+        """Whether the value goes into the spec: a value RabbitMQ refuses is an error, one
+        it accepts although it looks wrong is a warning (and kept)."""
+        problem = _arg_value_problem(arg, value)
+        if problem is None:
+            return True
+        if arg.broker_checks_value:
+            accepted = (
+                _is_int(value)
+                and arg.accepted_minimum is not None
+                and arg.accepted_minimum <= value < (arg.minimum or 0)
+            )
+            if not accepted:
+                self.error(loc, f"{where} must be {problem}")
                 return False
-            if ok and arg.maximum is not None and value > arg.maximum:
-                self.error(loc, f"{where} must be at most {arg.maximum}, not {value}")
-                return False
-        elif arg.kind == "bool":
-            ok, expected = isinstance(value, bool), "true or false"
-        elif arg.kind == "str":
-            ok, expected = isinstance(value, str), "a string"
-        elif arg.kind == "duration":
-            ok = isinstance(value, str) and bool(_DURATION_RE.match(value))
-            expected = "a duration like 7D, 12h, 30m or 1Y"
-        elif arg.kind == "choice":
-            ok = value in arg.choices
-            expected = "one of: " + ", ".join(arg.choices)
-        if not ok:
-            shown = f"{value!r}" if not isinstance(value, bool) else str(value).lower()
-            self.error(loc, f"{where} must be {expected}, not {shown}")
-        return ok
+            meaning = f" and {arg.accepted_meaning}" if arg.accepted_meaning else ""
+            self.warning(loc, f"{where} should be {problem}; RabbitMQ accepts it{meaning}")
+            return True
+        self.warning(
+            loc,
+            f"{where} should be {problem}; RabbitMQ accepts it without checking the value",
+        )
+        return True
 
     def binding(self, item: YNode, result: RabbitTopology) -> None:
         node = self.as_map(item, "a binding")
@@ -708,7 +716,7 @@ class _Reader:
         self.check_keys(node, schema.POLICY_KEYS, what)
         pattern = self.string(node, "pattern", what, required=True)
         apply_to = self.choice(node, "apply_to", what, schema.POLICY_APPLY_TO) or "all"
-        priority = self.integer(node, "priority", what, 0) or 0
+        priority = self.integer(node, "priority", what) or 0  # RabbitMQ takes negatives
         definition = self.plain_mapping(node.get("definition"), f"the definition of {what}")
         if definition is None and "definition" not in node.entries:
             self.error(node.loc, f"{what} has no 'definition'")
@@ -725,6 +733,30 @@ class _Invalid:
 
 _INVALID: Any = _Invalid()
 _INT_RE = re.compile(r"^-?\d+$")
+
+
+def _arg_value_problem(arg: schema.ArgSpec, value: Any) -> str | None:
+    """What the value should be ("at least 1, not 0"), or None when it fits."""
+    shown = f"{value!r}" if not isinstance(value, bool) else str(value).lower()
+    if arg.kind == "int":
+        if not _is_int(value):
+            return f"an integer, not {shown}"
+        if arg.minimum is not None and value < arg.minimum:
+            return f"at least {arg.minimum}, not {value}"
+        if arg.maximum is not None and value > arg.maximum:
+            return f"at most {arg.maximum}, not {value}"
+        return None
+    if arg.kind == "bool":
+        return None if isinstance(value, bool) else f"true or false, not {shown}"
+    if arg.kind == "str":
+        return None if isinstance(value, str) else f"a string, not {shown}"
+    if arg.kind == "duration":
+        if isinstance(value, str) and _DURATION_RE.match(value):
+            return None
+        return f"a duration like 7D, 12h, 30m or 1Y, not {shown}"
+    if arg.kind == "choice" and value not in arg.choices:
+        return f"one of: {', '.join(arg.choices)}, not {shown}"
+    return None
 
 
 def _broken(node: YNode) -> bool:

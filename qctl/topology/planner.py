@@ -212,7 +212,11 @@ def diff_topic(spec: TopicSpec, live: LiveTopic, backend: str = "kafka") -> Topo
                 fields.append(FieldChange(f"config:{key}", current, wanted))
             continue
         # Set on the topic but not in the file: back to the default, unless the value
-        # already is the default (then nothing would change).
+        # already is the default (then nothing would change), or the config is one this
+        # qctl cannot declare (a newer broker's): a file could never keep it, and export
+        # leaves it out, so qctl leaves it alone.
+        if key not in schema.KAFKA_TOPIC_CONFIGS:
+            continue
         default = live.defaults.get(key)
         if default is not None and config_equal(key, default, current):
             continue

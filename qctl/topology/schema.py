@@ -7,8 +7,8 @@ arguments a policy could carry instead) and export (friendly names for ``x-`` ar
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 TOP_KEYS = ("version", "owner", "prefixes", "kafka", "rabbitmq", "environments")
 ENV_KEYS = ("owner", "prefixes", "kafka", "rabbitmq")
@@ -101,7 +101,12 @@ DLQ_TOPIC_CONFIGS = {"cleanup.policy": "delete", "retention.ms": "1209600000"}
 
 @dataclass(frozen=True)
 class ArgSpec:
-    """A RabbitMQ ``x-`` argument: friendly key, value type, where it is allowed."""
+    """A RabbitMQ ``x-`` argument: friendly key, value type, where it is allowed.
+
+    A value or queue type RabbitMQ refuses is an error in a file; one RabbitMQ accepts
+    although it means nothing (or not what it seems) is a warning, so that an export of
+    whatever a live vhost holds loads back.
+    """
 
     key: str
     argument: str
@@ -112,6 +117,16 @@ class ArgSpec:
     choices: tuple[str, ...] = ()
     minimum: int | None = None
     maximum: int | None = None
+    #: The smallest value RabbitMQ accepts, where it is below ``minimum``: values in
+    #: between load with a warning (saying ``accepted_meaning``, what RabbitMQ makes of them).
+    accepted_minimum: int | None = None
+    accepted_meaning: str = ""
+    #: False when RabbitMQ (3.10 to 4.2) does not check the value on declare, so a value
+    #: of the wrong type or range loads with a warning.
+    broker_checks_value: bool = True
+    #: Queue types outside ``queue_types`` that RabbitMQ still accepts the argument on,
+    #: each with the reason shown in the warning.
+    accepted_on: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 _CQ = ("classic", "quorum")
@@ -146,7 +161,16 @@ QUEUE_ARGS: tuple[ArgSpec, ...] = (
         "overflow",
         choices=("drop-head", "reject-publish", "reject-publish-dlx"),
     ),
-    ArgSpec("max_priority", "x-max-priority", "int", ("classic",), minimum=1, maximum=255),
+    ArgSpec(
+        "max_priority",
+        "x-max-priority",
+        "int",
+        ("classic",),
+        minimum=1,
+        maximum=255,
+        accepted_minimum=0,
+        accepted_meaning="treats it as 1",
+    ),
     ArgSpec("delivery_limit", "x-delivery-limit", "int", ("quorum",), "delivery-limit", minimum=-1),
     ArgSpec("single_active_consumer", "x-single-active-consumer", "bool", _CQ),
     ArgSpec(
@@ -174,6 +198,7 @@ QUEUE_ARGS: tuple[ArgSpec, ...] = (
         ("stream",),
         "stream-max-segment-size-bytes",
         minimum=1,
+        accepted_minimum=0,
     ),
     ArgSpec("initial_group_size", "x-quorum-initial-group-size", "int", ("quorum",), minimum=1),
     ArgSpec("initial_cluster_size", "x-initial-cluster-size", "int", ("stream",), minimum=1),
@@ -184,8 +209,34 @@ QUEUE_ARGS: tuple[ArgSpec, ...] = (
         ("quorum", "stream"),
         "queue-leader-locator",
         choices=("client-local", "balanced", "random", "least-leaders"),
+        accepted_on={
+            "classic": "RabbitMQ 4.0 and later accept it on classic queues; 3.x refuses "
+            "the declaration"
+        },
     ),
-    ArgSpec("consumer_timeout", "x-consumer-timeout", "int", _CQ, "consumer-timeout", minimum=1),
+    ArgSpec(
+        "consumer_timeout",
+        "x-consumer-timeout",
+        "int",
+        _CQ,
+        "consumer-timeout",
+        minimum=1,
+        broker_checks_value=False,
+        accepted_on={"stream": "RabbitMQ accepts it on a stream, and streams ignore it"},
+    ),
+)
+#: RabbitMQ queue arguments without a friendly key: kept as raw arguments, and never
+#: taken for a misspelling of one with a key (``x-queue-master-locator`` is not a typo of
+#: ``x-queue-leader-locator``).
+OTHER_QUEUE_ARGUMENTS = frozenset(
+    {
+        "x-consumer-disconnected-timeout",
+        "x-max-in-memory-bytes",
+        "x-max-in-memory-length",
+        "x-member-placement-tag",
+        "x-queue-master-locator",
+        "x-stream-filter-size-bytes",
+    }
 )
 QUEUE_ARGS_BY_KEY = {a.key: a for a in QUEUE_ARGS}
 QUEUE_ARGS_BY_ARGUMENT = {a.argument: a for a in QUEUE_ARGS}

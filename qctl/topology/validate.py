@@ -3,12 +3,17 @@
 The loader has already checked keys and types; this finds what only the whole file can
 show: duplicate names, bindings to undeclared exchanges or queues, dead-letter and
 alternate exchanges that point nowhere, arguments a queue type does not support,
-invalid policy patterns and impossible Kafka settings.
+invalid policy patterns and doubtful Kafka settings.
+
+What the brokers refuse is an error: the file cannot be applied. What they accept,
+however odd, is a warning with the reason: a live cluster can hold it, so an export of
+that cluster must load and plan (to no changes) without editing.
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from collections import Counter
 from collections.abc import Mapping
 
@@ -20,6 +25,32 @@ from qctl.topology.ownership import OWNERS_TOPIC
 _TOPIC_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 _MAX_TOPIC_NAME = 249
 _MAX_RABBIT_NAME = 255
+
+#: The types of the exchanges every RabbitMQ vhost has.
+_BROKER_EXCHANGE_TYPES = {
+    "amq.direct": "direct",
+    "amq.fanout": "fanout",
+    "amq.headers": "headers",
+    "amq.match": "headers",
+    "amq.topic": "topic",
+    "amq.rabbitmq.trace": "topic",
+}
+
+#: PCRE syntax Python's ``re`` lacks, each with a stand-in ``re`` compiles.
+_PCRE_ONLY = [
+    (re.compile(r"\\Q.*?(?:\\E|$)", re.S), "x"),  # \Q...\E quoting
+    (re.compile(r"\\[pP](?:\{[^}]*\}|[A-Za-z])"), "."),  # Unicode properties
+    (re.compile(r"\\[xo]\{[0-9A-Fa-f]*\}"), "."),  # \x{..} and \o{..}
+    (re.compile(r"\\[hHVRXN]"), "."),  # horizontal/vertical space, newline, grapheme
+    (re.compile(r"\\[zKGEe]"), ""),  # end of subject, keep-out, match start, escape
+    (re.compile(r"\\[gk](?:\{[^}]*\}|<[^>]*>|'[^']*'|-?\d+)"), ""),  # back references
+    (re.compile(r"\(\?(?:<|')(?=[A-Za-z_])"), "(?P<"),  # named groups (?<n>...) (?'n'...)
+    (re.compile(r"(?<=\(\?P<)([A-Za-z_]\w*)'"), r"\1>"),
+    (re.compile(r"\(\?(?:R|[+-]?\d+|&\w+|P>\w+)\)"), ""),  # recursion
+    (re.compile(r"\(\?\|"), "(?:"),  # branch reset
+    (re.compile(r"\(\*[A-Z][A-Z0-9_]*(?:[:=][^)]*)?\)"), ""),  # verbs: (*UTF8), (*SKIP)
+    (re.compile(r"\(\?[a-zA-Z]*-?[a-zA-Z]*\)"), ""),  # option settings anywhere
+]
 
 
 def validate(topo: TopologyFile) -> list[FileIssue]:
@@ -80,11 +111,16 @@ def _check_topics(topo: TopologyFile, topics: list[TopicSpec], issues: list[File
         isr = topic.configs.get("min.insync.replicas")
         rf = topic.replication_factor
         if isr is not None and rf is not None and int(isr) > rf:
-            _error(
+            # Kafka 3.7 (KAFKA-15583) made the leader use min(min.insync.replicas, replica
+            # count) for acks=all and the high watermark; 3.6 and older refuse every
+            # acks=all write to such a topic with NOT_ENOUGH_REPLICAS.
+            _warn(
                 issues,
                 loc,
                 f"topic {name!r}: min.insync.replicas={isr} exceeds replication_factor={rf}; "
-                "no write could ever be acknowledged with acks=all",
+                "Kafka 3.7 and later (every version qctl supports) cap it at the replica "
+                "count, so acks=all writes need every replica in sync; Kafka 3.6 and older "
+                "refuse every acks=all write",
             )
 
 
@@ -109,11 +145,11 @@ def _check_rabbit(topo: TopologyFile, rabbit: RabbitTopology, issues: list[FileI
         _check_rabbit_name(issues, loc, "exchange", exchange.name)
         alternate = exchange.arguments.get("alternate-exchange")
         if isinstance(alternate, str) and not _exchange_known(alternate, exchanges):
-            _error(
+            _warn(
                 issues,
                 loc,
                 f"exchange {exchange.name!r}: alternate exchange {alternate!r} is not declared "
-                "in the file",
+                f"in the file{_undeclared_exchange('unroutable messages')}",
             )
     for queue in rabbit.queues:
         _check_queue(topo, queue, exchanges, issues)
@@ -140,19 +176,26 @@ def _check_rabbit(topo: TopologyFile, rabbit: RabbitTopology, issues: list[FileI
         source = exchanges.get(binding.source)
         match = binding.arguments.get("x-match")
         if match is not None and match not in ("all", "any", "all-with-x", "any-with-x"):
-            _error(issues, loc, f"{what}: x-match must be all or any, not {match!r}")
+            source_type = _BROKER_EXCHANGE_TYPES.get(
+                binding.source, source.type if source is not None else None
+            )
+            if source_type in ("headers", None):
+                _error(issues, loc, f"{what}: x-match must be all or any, not {match!r}")
+            else:
+                _warn(
+                    issues,
+                    loc,
+                    f"{what}: x-match {match!r} is not all or any; RabbitMQ accepts it because "
+                    f"only a headers exchange reads x-match, and a {source_type} exchange "
+                    "ignores it",
+                )
         if source is not None and source.type == "headers" and binding.routing_key:
             _warn(issues, loc, f"{what}: a headers exchange ignores the routing key")
         if source is not None and source.type == "fanout" and binding.routing_key:
             _warn(issues, loc, f"{what}: a fanout exchange ignores the routing key")
     for policy in rabbit.policies:
         loc = topo.location("policy", policy.name)
-        try:
-            re.compile(policy.pattern)
-        except re.error as exc:
-            _error(
-                issues, loc, f"policy {policy.name!r}: invalid pattern {policy.pattern!r}: {exc}"
-            )
+        _check_pattern(issues, loc, policy.name, policy.pattern)
         if not policy.definition:
             _error(issues, loc, f"policy {policy.name!r} has an empty definition")
         for key in policy.definition:
@@ -168,11 +211,38 @@ def _check_rabbit(topo: TopologyFile, rabbit: RabbitTopology, issues: list[FileI
                 )
         dlx = policy.definition.get("dead-letter-exchange")
         if isinstance(dlx, str) and not _exchange_known(dlx, exchanges):
-            _error(
+            _warn(
                 issues,
                 loc,
-                f"policy {policy.name!r}: dead-letter exchange {dlx!r} is not declared in the file",
+                f"policy {policy.name!r}: dead-letter exchange {dlx!r} is not declared in the "
+                f"file{_undeclared_exchange('dead letters')}",
             )
+
+
+def _check_pattern(issues: list[FileIssue], loc: Location, name: str, pattern: str) -> None:
+    """RabbitMQ compiles policy patterns as PCRE. One Python's ``re`` refuses is an error,
+    unless it compiles once PCRE-only syntax is replaced: then it is a warning, as qctl
+    cannot check it and RabbitMQ accepts it (or refuses it when it is applied)."""
+    problem = _re_problem(pattern)
+    if problem is None:
+        return
+    stand_in = pattern
+    for syntax, replacement in _PCRE_ONLY:
+        stand_in = syntax.sub(replacement, stand_in)
+    if _re_problem(stand_in) is not None:
+        _error(issues, loc, f"policy {name!r}: invalid pattern {pattern!r}: {problem}")
+        return
+    _warn(
+        issues,
+        loc,
+        f"policy {name!r}: pattern {pattern!r} uses PCRE syntax qctl cannot check "
+        f"({problem}); RabbitMQ compiles patterns as PCRE and checks it on apply",
+    )
+
+
+def _undeclared_exchange(dropped: str) -> str:
+    """Why an exchange name the file does not declare is only a warning."""
+    return f"; RabbitMQ accepts the name, and drops {dropped} while no such exchange exists"
 
 
 def _check_rabbit_name(issues: list[FileIssue], loc: Location, kind: str, name: str) -> None:
@@ -201,15 +271,23 @@ def _check_queue(
     for argument in queue.arguments:
         arg = schema.QUEUE_ARGS_BY_ARGUMENT.get(argument)
         if arg is not None and queue.type not in arg.queue_types:
-            _error(
-                issues,
-                loc,
+            unsupported = (
                 f"{what}: {arg.key} ({argument}) is not supported by {queue.type} queues "
-                f"(only {', '.join(arg.queue_types)})",
+                f"(only {', '.join(arg.queue_types)})"
             )
+            accepted = arg.accepted_on.get(queue.type)
+            if accepted is None:
+                _error(issues, loc, unsupported)
+            else:
+                _warn(issues, loc, f"{unsupported}; {accepted}")
     args = queue.arguments
     if queue.type == "quorum" and args.get("x-overflow") == "reject-publish-dlx":
-        _error(issues, loc, f"{what}: quorum queues do not support overflow reject-publish-dlx")
+        _warn(
+            issues,
+            loc,
+            f"{what}: quorum queues do not support overflow reject-publish-dlx; RabbitMQ "
+            "accepts it and uses drop-head",
+        )
     if "x-dead-letter-routing-key" in args and "x-dead-letter-exchange" not in args:
         _error(
             issues,
@@ -219,11 +297,11 @@ def _check_queue(
     dlx = args.get("x-dead-letter-exchange")
     if isinstance(dlx, str) and not _exchange_known(dlx, exchanges):
         hint = schema.did_you_mean(dlx, exchanges)
-        _error(
+        _warn(
             issues,
             loc,
-            f"{what}: dead-letter exchange {dlx!r} is not declared in the file{hint} "
-            "(dead letters would be dropped)",
+            f"{what}: dead-letter exchange {dlx!r} is not declared in the file{hint}"
+            f"{_undeclared_exchange('dead letters')}",
         )
     if (
         args.get("x-dead-letter-strategy") == "at-least-once"
@@ -235,3 +313,15 @@ def _check_queue(
             f"{what}: dead_letter_strategy at-least-once needs overflow reject-publish; "
             "RabbitMQ falls back to at-most-once without it",
         )
+
+
+def _re_problem(pattern: str) -> str | None:
+    """Why Python's ``re`` cannot compile the pattern, or None (its warnings about PCRE
+    look-alikes such as ``[[:alpha:]]`` are not the file's problem)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            return str(exc)
+    return None

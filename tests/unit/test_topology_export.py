@@ -138,3 +138,19 @@ def test_dollar_signs_survive_the_round_trip() -> None:
     topo, _ = loads(to_yaml(document(None, rabbit)), "x.yaml", environ={"HOME": "/root"})
     assert topo is not None and topo.rabbitmq is not None
     assert topo.rabbitmq.exchanges[0].name == "app.$dollar${HOME}"
+
+
+def test_a_config_this_qctl_cannot_declare_is_left_alone() -> None:
+    """A newer broker's topic config is left out of the export, and the plan of that
+    export does not reset it (a file could never keep it)."""
+    live = LiveTopology("kafka", "")
+    overrides = {"retention.ms": "3600000", "some.future.config": "on"}
+    defaults = {**DEFAULTS, "some.future.config": "off"}
+    live.topics["app.new"] = LiveTopic(
+        TopicSpec("app.new", 1, 1, dict(overrides)), {**defaults, **overrides}, defaults
+    )
+    (topic,) = export_kafka(live, ExportFilter())["topics"]
+    assert topic["configs"] == {"retention.ms": 3600000}
+    topo, issues = loads(to_yaml(document({"topics": [topic]}, None)), "x.yaml", environ={})
+    assert topo is not None and topo.kafka is not None and not issues
+    assert plan_topics(topo.kafka.topics, live) == []

@@ -14,15 +14,21 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "order-pipeline.yaml"
 
 
-def errors_of(
-    text: str, env: str | None = None, environ: dict[str, str] | None = None
+def issues_of(
+    text: str, severity: str, env: str | None = None, environ: dict[str, str] | None = None
 ) -> list[str]:
     from qctl.topology.validate import validate
 
     topo, issues = loads(textwrap.dedent(text), "t.yaml", env=env, environ=environ or {})
     if topo is not None:
         issues += validate(topo)
-    return [str(i) for i in issues if i.severity == "error"]
+    return [str(i) for i in issues if i.severity == severity]
+
+
+def errors_of(
+    text: str, env: str | None = None, environ: dict[str, str] | None = None
+) -> list[str]:
+    return issues_of(text, "error", env, environ)
 
 
 def test_the_example_file_is_valid_in_every_environment() -> None:
@@ -133,10 +139,6 @@ def test_wrong_values_are_errors_with_positions(text: str, expected: str) -> Non
     ("text", "expected"),
     [
         (
-            "rabbitmq:\n  queues:\n    - {name: q, dead_letter_exchange: nowhere}\n",
-            "dead-letter exchange 'nowhere' is not declared",
-        ),
-        (
             "rabbitmq:\n  exchanges:\n    - {name: e, type: topic}\n  bindings:\n"
             "    - {source: ee, destination: q}\n",
             "exchange 'ee' is not declared (did you mean 'e'?)",
@@ -171,15 +173,148 @@ def test_wrong_values_are_errors_with_positions(text: str, expected: str) -> Non
         ("kafka:\n  topics:\n    - {name: 'bad name'}\n", "may only contain"),
         ("kafka:\n  topics:\n    - {name: a, dlq: true}\n    - {name: a.dlq}\n", "twice"),
         (
-            "kafka:\n  topics:\n    - {name: a, replication_factor: 1, "
-            "configs: {min.insync.replicas: 2}}\n",
-            "exceeds replication_factor",
+            "rabbitmq:\n  queues:\n    - {name: q, max_priority: -1}\n",
+            "must be at least 1, not -1",
+        ),
+        (
+            "rabbitmq:\n  queues:\n    - {name: q, type: stream, initial_cluster_size: 0}\n",
+            "must be at least 1, not 0",
+        ),
+        (
+            "rabbitmq:\n  queues:\n    - {name: q, type: quorum, max_priority: 0}\n",
+            "max_priority (x-max-priority) is not supported by quorum queues",
+        ),
+        (
+            "rabbitmq:\n  exchanges:\n    - {name: h, type: headers}\n  queues:\n"
+            "    - {name: q}\n  bindings:\n"
+            "    - {source: h, destination: q, arguments: {x-match: some}}\n",
+            "x-match must be all or any, not 'some'",
+        ),
+        (
+            "rabbitmq:\n  queues:\n    - {name: q}\n  bindings:\n"
+            "    - {source: amq.match, destination: q, arguments: {x-match: some}}\n",
+            "x-match must be all or any, not 'some'",
+        ),
+        (
+            "rabbitmq:\n  policies:\n    - {name: p, pattern: '\\p{Ll}(', "
+            "definition: {max-length: 1}}\n",
+            "invalid pattern",
+        ),
+        (
+            "kafka:\n  topics:\n    - name: a\n      configs: {cleanup.policy: 'compact,purge'}\n",
+            "must be delete, compact",
         ),
     ],
 )
 def test_semantic_errors(text: str, expected: str) -> None:
     errors = errors_of(text)
     assert any(expected in e for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "kafka:\n  topics:\n    - {name: a, replication_factor: 1, "
+            "configs: {min.insync.replicas: 2}}\n",
+            "Kafka 3.7 and later (every version qctl supports) cap it at the replica count",
+        ),
+        (
+            "kafka:\n  defaults: {replication_factor: 2}\n  topics:\n"
+            "    - {name: a, configs: {min.insync.replicas: 3}}\n",
+            "min.insync.replicas=3 exceeds replication_factor=2",
+        ),
+        (
+            "kafka:\n  topics:\n    - {name: a, configs: {cleanup.policy: ''}}\n",
+            "keeps every record",
+        ),
+        (
+            "kafka:\n  topics:\n    - {name: a, configs: {cleanup.policy: []}}\n",
+            "keeps every record",
+        ),
+        (
+            "rabbitmq:\n  queues:\n    - {name: q, dead_letter_exchange: nowhere}\n",
+            "dead-letter exchange 'nowhere' is not declared in the file; RabbitMQ accepts",
+        ),
+        (
+            "rabbitmq:\n  exchanges:\n    - {name: e, type: topic, alternate_exchange: ae}\n",
+            "alternate exchange 'ae' is not declared in the file; RabbitMQ accepts",
+        ),
+        (
+            "rabbitmq:\n  policies:\n    - {name: p, pattern: x, "
+            "definition: {dead-letter-exchange: nowhere}}\n",
+            "dead-letter exchange 'nowhere' is not declared in the file; RabbitMQ accepts",
+        ),
+        (
+            "rabbitmq:\n  queues:\n    - {name: q, arguments: {x-max-lenght: 5}}\n",
+            "(did you mean 'x-max-length'?): RabbitMQ accepts arguments it does not know",
+        ),
+        (
+            "rabbitmq:\n  queues:\n    - {name: q, max_priority: 0}\n",
+            "RabbitMQ accepts it and treats it as 1",
+        ),
+        (
+            "rabbitmq:\n  queues:\n    - {name: q, type: stream, "
+            "stream_max_segment_size_bytes: 0}\n",
+            "should be at least 1, not 0; RabbitMQ accepts it",
+        ),
+        (
+            "rabbitmq:\n  queues:\n    - {name: q, arguments: {x-consumer-timeout: soon}}\n",
+            "should be an integer, not 'soon'; RabbitMQ accepts it without checking the value",
+        ),
+        (
+            "rabbitmq:\n  queues:\n    - {name: q, type: stream, consumer_timeout: 60000}\n",
+            "streams ignore it",
+        ),
+        (
+            "rabbitmq:\n  queues:\n    - {name: q, leader_locator: balanced}\n",
+            "RabbitMQ 4.0 and later accept it on classic queues; 3.x refuses",
+        ),
+        (
+            "rabbitmq:\n  queues:\n    - {name: q, type: quorum, overflow: reject-publish-dlx}\n",
+            "RabbitMQ accepts it and uses drop-head",
+        ),
+        (
+            "rabbitmq:\n  exchanges:\n    - {name: d, type: direct}\n  queues:\n"
+            "    - {name: q}\n  bindings:\n"
+            "    - {source: d, destination: q, arguments: {x-match: some}}\n",
+            "a direct exchange ignores it",
+        ),
+        (
+            "rabbitmq:\n  queues:\n    - {name: q}\n  bindings:\n"
+            "    - {source: amq.topic, destination: q, arguments: {x-match: 1}}\n",
+            "a topic exchange ignores it",
+        ),
+        (
+            "rabbitmq:\n  policies:\n    - {name: p, pattern: '^a(?i)b\\z', "
+            "definition: {max-length: 1}}\n",
+            "uses PCRE syntax qctl cannot check",
+        ),
+        (
+            "rabbitmq:\n  policies:\n    - {name: p, pattern: '^(?<n>a)\\p{Lu}\\Q.*\\E', "
+            "definition: {max-length: 1}}\n",
+            "uses PCRE syntax qctl cannot check",
+        ),
+    ],
+)
+def test_what_the_brokers_accept_is_a_warning(text: str, expected: str) -> None:
+    assert not errors_of(text)
+    warnings = issues_of(text, "warning")
+    assert any(expected in w for w in warnings), warnings
+
+
+def test_rabbitmq_arguments_without_a_friendly_key_are_not_typos() -> None:
+    text = "rabbitmq:\n  queues:\n    - {name: q, arguments: {x-queue-master-locator: random}}\n"
+    topo, issues = loads(text, "t.yaml", environ={})
+    assert topo is not None and topo.rabbitmq is not None and not issues
+    assert topo.rabbitmq.queues[0].arguments == {"x-queue-master-locator": "random"}
+
+
+def test_a_negative_policy_priority_is_fine() -> None:
+    text = "rabbitmq:\n  policies:\n    - {name: p, pattern: x, priority: -2, definition: {a: 1}}\n"
+    topo, issues = loads(text, "t.yaml", environ={})
+    assert topo is not None and topo.rabbitmq is not None and not issues
+    assert topo.rabbitmq.policies[0].priority == -2
 
 
 def test_var_expansion_reads_plain_scalars_as_typed_values() -> None:
