@@ -79,7 +79,9 @@ def list_(app: App, backends: tuple[str, ...], timeout: float, output: str | Non
     Kafka: topics named like DLQs (*.dlq, *-dlq, *.DLT, *-dlt, the context's
     dlq_patterns) or declared with dlq: in an applied topology file; counts are what
     comes after the group qctl.dlq.<topic>. RabbitMQ: queues another queue or a policy
-    dead-letters into, declared ones, and ones named like DLQs.
+    dead-letters into, declared ones, and ones named like DLQs; WHY names every queue
+    whose dead letters reach it (or may: -o json says why). An age that cannot be known
+    is '-' with a footnote.
     """
     from qctl.backends.base import require
     from qctl.backends.capabilities.deadletters import SupportsDeadLetters
@@ -110,6 +112,7 @@ def list_(app: App, backends: tuple[str, ...], timeout: float, output: str | Non
                         "messages": q.messages,
                         "oldest": _iso(q.oldest),
                         "newest": _iso(q.newest),
+                        "newest_unknown": q.newest_unknown,
                         "oldest_age_seconds": (
                             round(now - q.oldest / 1000, 3) if q.oldest is not None else None
                         ),
@@ -117,6 +120,7 @@ def list_(app: App, backends: tuple[str, ...], timeout: float, output: str | Non
                         "why": q.why,
                         "group": q.group,
                         "source": q.source,
+                        "sources": q.sources,
                         "type": q.type,
                         "partitions": q.partitions,
                     }
@@ -125,16 +129,18 @@ def list_(app: App, backends: tuple[str, ...], timeout: float, output: str | Non
             failures.append(exc)
 
     def render(data: list[dict[str, Any]]) -> str:
+        notes: list[str] = []  # footnote i is marked with i+1 stars
         view = [
             {
                 **r,
                 "oldest_age": _age(_millis(r["oldest"]), now),
-                "newest_age": _age(_millis(r["newest"]), now),
+                "newest_age": _age(_millis(r["newest"]), now)
+                or _footnote(notes, r["newest_unknown"]),
                 "inflow": None if r["inflow_rate"] is None else f"{r['inflow_rate']:g}/s",
             }
             for r in data
         ]
-        return table(
+        body = table(
             view,
             [
                 ("dlq", "DLQ"),
@@ -146,12 +152,24 @@ def list_(app: App, backends: tuple[str, ...], timeout: float, output: str | Non
             ],
             empty="(no dead-letter queues)",
         )
+        legend = [f"{'*' * (i + 1)} newest unknown: {note}" for i, note in enumerate(notes)]
+        return "\n".join([body, *([""] if legend else []), *legend])
 
     app.output(output).emit(rows, render)
     if failures:
         for err in failures[1:]:
             click.echo(error_line(str(err)), err=True)
         raise failures[0]
+
+
+def _footnote(notes: list[str], note: str | None) -> str | None:
+    """``-`` marked with the footnote that says why a value is unknown (stars: the
+    first note one, the second two, ...); None when there is nothing to say."""
+    if note is None:
+        return None
+    if note not in notes:
+        notes.append(note)
+    return "-" + "*" * (notes.index(note) + 1)
 
 
 def _millis(iso: str | None) -> int | None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from qctl.backends.rabbitmq.deadletter_routes import dead_letter_target
 from qctl.backends.rabbitmq.queues import (
+    DEFAULT_DLQ_PATTERNS,
     classify_dead_letter_queues,
-    dead_letter_target,
     queue_from_listing,
 )
 
@@ -17,16 +21,31 @@ def b(source: str, dest: str, kind: str = "queue") -> dict[str, str]:
     return {"source": source, "destination": dest, "destination_type": kind}
 
 
+def x(**types: str) -> list[dict[str, str]]:
+    """An exchange listing: ``x(dlx="fanout")``."""
+    return [{"name": name, "type": kind} for name, kind in types.items()]
+
+
+def reasons(
+    queues: Sequence[Mapping[str, Any]],
+    exchanges: Sequence[Mapping[str, Any]],
+    bindings: Sequence[Mapping[str, Any]],
+    patterns: tuple[str, ...] = DEFAULT_DLQ_PATTERNS,
+) -> dict[str, str]:
+    return dict(classify_dead_letter_queues(queues, exchanges, bindings, patterns).reasons)
+
+
 def test_queue_argument_dead_lettering_into_a_bound_exchange() -> None:
     queues = [q("orders", {"x-dead-letter-exchange": "dlx"}), q("orders-failed"), q("other")]
-    reasons = classify_dead_letter_queues(queues, [b("dlx", "orders-failed"), b("", "other")])
-    assert reasons == {"orders-failed": "bound to dead-letter exchange 'dlx' of queue 'orders'"}
+    found = reasons(queues, x(dlx="fanout"), [b("dlx", "orders-failed"), b("", "other")])
+    assert found == {"orders-failed": "bound to dead-letter exchange 'dlx' of queue 'orders'"}
 
 
 def test_policy_dead_lettering_and_exchange_to_exchange_bindings() -> None:
     queues = [q("payments", policy={"dead-letter-exchange": "dead"}), q("parking")]
     bindings = [b("dead", "dead-fanout", "exchange"), b("dead-fanout", "parking")]
-    assert set(classify_dead_letter_queues(queues, bindings)) == {"parking"}
+    found = reasons(queues, x(dead="fanout", **{"dead-fanout": "fanout"}), bindings)
+    assert set(found) == {"parking"}
 
 
 def test_default_exchange_with_a_routing_key() -> None:
@@ -34,9 +53,7 @@ def test_default_exchange_with_a_routing_key() -> None:
         q("a", {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "a-errors"}),
         q("a-errors"),
     ]
-    assert classify_dead_letter_queues(queues, []) == {
-        "a-errors": "queue 'a' dead-letters to it by routing key"
-    }
+    assert reasons(queues, [], []) == {"a-errors": "queue 'a' dead-letters to it by routing key"}
 
 
 def test_argument_wins_over_policy() -> None:
@@ -49,15 +66,16 @@ def test_argument_wins_over_policy() -> None:
 
 def test_name_patterns_case_insensitive_and_extra_ones() -> None:
     names = ["a.dlq", "b-dlq", "c.DLT", "d.dead", "e.dlqx", "f_parking"]
-    reasons = classify_dead_letter_queues(
-        [q(n) for n in names], [], ["*.dlq", "*-dlq", "*.dlt", "*.dead", "*_parking"]
+    found = reasons(
+        [q(n) for n in names], [], [], ("*.dlq", "*-dlq", "*.dlt", "*.dead", "*_parking")
     )
-    assert set(reasons) == {"a.dlq", "b-dlq", "c.DLT", "d.dead", "f_parking"}
+    assert set(found) == {"a.dlq", "b-dlq", "c.DLT", "d.dead", "f_parking"}
 
 
 def test_a_queue_dead_lettering_to_itself_is_not_its_own_dlq() -> None:
     queues = [q("loop", {"x-dead-letter-exchange": "ex"})]
-    assert classify_dead_letter_queues(queues, [b("ex", "loop")]) == {}
+    dead = classify_dead_letter_queues(queues, x(ex="fanout"), [b("ex", "loop")])
+    assert dead.reasons == {} and dead.sources == {}
 
 
 def test_queue_from_listing_with_and_without_statistics() -> None:
@@ -131,30 +149,30 @@ def test_retry_loops_are_not_dead_letter_queues_and_keys_are_matched() -> None:
         kb("orders.dlx", "payment.failures", "payment"),
         kb("orders.dlx", "inventory.failures", "inventory"),
     ]
-    reasons = classify_dead_letter_queues(queues, bindings)
-    assert reasons == {
+    exchanges = x(**{"orders.retry": "direct", "orders.dlx": "direct"})
+    assert reasons(queues, exchanges, bindings) == {
         "payment.failures": "bound to dead-letter exchange 'orders.dlx' of queue 'payment.work'"
     }
 
 
-def test_topic_patterns_and_header_bindings() -> None:
+def test_topic_patterns_route_by_binding_key_only() -> None:
     queues = [
         q("src", {"x-dead-letter-exchange": "dlx", "x-dead-letter-routing-key": "a.b.c"}),
         q("hash"),
         q("star"),
         q("miss"),
-        q("headers"),
+        q("args"),
     ]
     bindings = [
         kb("dlx", "hash", "a.#"),
         kb("dlx", "star", "a.*.c"),
         kb("dlx", "miss", "a.*"),
-        {
+        {  # arguments mean nothing to a topic exchange
             "source": "dlx",
-            "destination": "headers",
+            "destination": "args",
             "destination_type": "queue",
             "routing_key": "zzz",
             "arguments": {"x-match": "any"},
         },
     ]
-    assert set(classify_dead_letter_queues(queues, bindings)) == {"hash", "star", "headers"}
+    assert set(reasons(queues, x(dlx="topic"), bindings)) == {"hash", "star"}

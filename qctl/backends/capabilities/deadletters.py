@@ -17,13 +17,41 @@ offsets capabilities.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from qctl.refs import Ref
 
 LOG = "log"
 QUEUE = "queue"
+
+
+class Feeds(StrEnum):
+    """How surely a source's dead letters reach a DLQ, judged from the topology."""
+
+    #: Every message the source dead-letters reaches the DLQ (as long as the topology
+    #: stays as it is).
+    ALWAYS = "always"
+    #: Some may: it depends on something the topology does not say (the messages'
+    #: headers or own routing keys, an exchange type qctl does not model).
+    MAYBE = "maybe"
+
+
+@dataclass(frozen=True)
+class DeadLetterSource:
+    """A queue whose dead letters reach a DLQ (RabbitMQ; Kafka has no broker-side
+    dead-lettering, its DLQs have none). Stable JSON field names."""
+
+    #: The queue that dead-letters.
+    queue: str
+    #: Its dead-letter exchange ("" is the default exchange).
+    dead_letter_exchange: str
+    #: Its dead-letter routing key; None: the messages keep their own routing keys.
+    dead_letter_routing_key: str | None
+    feeds: Feeds
+    #: Why the topology cannot tell (``feeds`` is ``maybe``); None otherwise.
+    reason: str | None = None
 
 
 @dataclass
@@ -42,15 +70,22 @@ class DeadLetterQueue:
     #: Epoch milliseconds of the oldest and newest waiting message, when known.
     oldest: int | None = None
     newest: int | None = None
+    #: Why ``newest`` is None although messages wait (a queue's newest message is at its
+    #: tail, which RabbitMQ does not report on); None when it is known or nothing waits.
+    newest_unknown: str | None = None
     #: Messages arriving per second (Kafka: over the last five minutes).
     inflow_rate: float | None = None
     #: Kafka: the consumer group whose position marks what was handled.
     group: str | None = None
-    #: What dead-letters into it, when known (a topic or queue name).
+    #: What dead-letters into it, when known (a topic or queue name): the source declared
+    #: with ``dlq:``, else the one queue whose dead letters always reach it when no other
+    #: queue feeds it.
     source: str | None = None
     #: Queue type (RabbitMQ: classic, quorum); partitions (Kafka).
     type: str | None = None
     partitions: int | None = None
+    #: Every queue whose dead letters reach it or may reach it, by queue name.
+    sources: list[DeadLetterSource] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,12 @@ class Behaviour:
     #: ``basic.qos`` with ``global=true`` is accepted (refused from 4.3).
     global_qos_allowed: bool
 
+    #: Dead letters delivered "at most once" (by classic queues, and by quorum queues
+    #: unless at-least-once dead-lettering is in effect) reach a stream queue. Before
+    #: 3.12.0 a stream dropped such uncorrelated deliveries without a trace
+    #: (rabbitmq-server#7846); at-least-once dead letters reached it.
+    streams_take_at_most_once_dead_letters: bool
+
     @property
     def requeue_method(self) -> Literal["nack"]:
         """How to give a message back without counting a failure: always ``basic.nack``
@@ -111,4 +117,5 @@ def behaviour_for(version: str | bytes | Version | None) -> Behaviour:
         peek_uses_delivery_attempts=nack_counts,
         transient_queues_allowed=v < (4, 3, 0),
         global_qos_allowed=v < (4, 3, 0),
+        streams_take_at_most_once_dead_letters=v >= (3, 12, 0),
     )

@@ -1,8 +1,8 @@
 """Queue depths, consumers and message rates from the RabbitMQ management API.
 
 All queues of the vhost come from one ``GET /api/queues/{vhost}`` with only the columns
-qctl needs; the bindings are read once more only when some queue dead-letters, to find
-the queues behind each dead-letter exchange.
+qctl needs; the exchanges and bindings are read only when some queue dead-letters, to
+find the queues behind each dead-letter exchange (``deadletter_routes``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from qctl.backends.capabilities.deadletters import DeadLetterSource, Feeds
 from qctl.backends.capabilities.queues import QueueRates, QueueStats
+from qctl.backends.rabbitmq.behaviour import behaviour_for
 from qctl.backends.rabbitmq.core import RabbitCore
+from qctl.backends.rabbitmq.deadletter_routes import DeadLetterRoutes, dead_letter_target
 from qctl.backends.rabbitmq.management import quote_segment
 
 #: Names that say "dead letters" by convention (Spring's ``.DLT``, ``-dlq``, ...).
@@ -39,77 +42,96 @@ _COLUMNS = ",".join(
 
 
 @dataclass(frozen=True)
-class DeadLetterTarget:
-    """Where one queue sends its dead letters."""
+class DeadLetterMap:
+    """Which queues of a vhost are dead-letter queues, and what feeds them."""
 
-    queue: str
-    exchange: str
-    routing_key: str | None
-
-
-def dead_letter_target(queue: Mapping[str, Any]) -> DeadLetterTarget | None:
-    """The queue's dead-letter exchange and key; a queue argument wins over a policy."""
-    args = queue.get("arguments") or {}
-    policy = queue.get("effective_policy_definition") or {}
-    if not isinstance(policy, Mapping):  # an empty policy is sometimes rendered as []
-        policy = {}
-    exchange = args.get("x-dead-letter-exchange", policy.get("dead-letter-exchange"))
-    if exchange is None:
-        return None
-    key = args.get("x-dead-letter-routing-key", policy.get("dead-letter-routing-key"))
-    return DeadLetterTarget(
-        str(queue.get("name")), str(exchange), None if key is None else str(key)
-    )
+    #: Queue name -> why it is a DLQ.
+    reasons: Mapping[str, str]
+    #: Queue name -> every other queue whose dead letters reach it or may reach it,
+    #: sorted by name (DLQ or not: a retry queue has sources too).
+    sources: Mapping[str, tuple[DeadLetterSource, ...]]
 
 
 def classify_dead_letter_queues(
     queues: Sequence[Mapping[str, Any]],
+    exchanges: Sequence[Mapping[str, Any]],
     bindings: Sequence[Mapping[str, Any]],
     patterns: Iterable[str] = DEFAULT_DLQ_PATTERNS,
-) -> dict[str, str]:
-    """Queue name -> why it is a dead-letter queue, for every DLQ among ``queues``.
+    streams_take_at_most_once: bool = True,
+) -> DeadLetterMap:
+    """Every DLQ among ``queues`` with the reason, and the sources of every queue.
 
-    A queue is a DLQ when another queue (by argument or policy) dead-letters into it:
-    through an exchange bound to it with a key that matches the dead-letter routing key,
-    or through the default exchange by name. A dead-letter loop (a work queue that
-    dead-letters into a retry queue which dead-letters back) is a retry, not a DLQ, so
-    neither end of such a loop counts; nor does the target of a queue with a message TTL
-    (a delay queue expires into its target by design). Names matching a DLQ convention
-    count too.
+    A queue is a DLQ when another queue (by argument or policy) dead-letters into it,
+    by the routing rules of its dead-letter exchange (``deadletter_routes``), surely or
+    maybe. A dead-letter loop (a work queue that dead-letters into a retry queue which
+    dead-letters back) is a retry, not a DLQ, so neither end of such a loop counts; nor
+    does the target of a queue with a message TTL (a delay queue expires into its target
+    by design). Names matching a DLQ convention count too. The sources list every queue
+    that feeds a queue, these included. ``streams_take_at_most_once``: see
+    ``Behaviour.streams_take_at_most_once_dead_letters``.
     """
     names = {str(q.get("name")) for q in queues}
-    edges: dict[str, set[str]] = {}
-    for queue in queues:
-        target = dead_letter_target(queue)
-        if target is None:
-            continue
-        if target.exchange == "":
-            dests = {target.routing_key} & names if target.routing_key else set()
-        else:
-            dests = _queues_behind(target.exchange, target.routing_key, bindings)
-        edges[target.queue] = {d for d in dests if d != target.queue}
-    reasons: dict[str, str] = {}
-    for queue in queues:
-        target = dead_letter_target(queue)
-        if target is None:
-            continue
-        if _is_delay_queue(queue):
-            continue  # a TTL queue expiring into its target is a delay or retry route
-        for dest in sorted(edges.get(target.queue, set())):
-            if target.queue in edges.get(dest, set()):
+    routes = DeadLetterRoutes(queues, exchanges, bindings, streams_take_at_most_once)
+    targets = [t for t in (dead_letter_target(q) for q in queues) if t is not None]
+    delay = {str(q.get("name")) for q in queues if _is_delay_queue(q)}
+    reached = {t.queue: routes.reached(t) for t in targets}
+    sources: dict[str, list[DeadLetterSource]] = {}
+    qualifying: set[str] = set()  # fed by a queue that makes it a DLQ
+    for target in targets:
+        for dest, reach in sorted(reached[target.queue].items()):
+            if dest == target.queue:
+                continue  # dead letters that route back to their own queue
+            source = DeadLetterSource(
+                queue=target.queue,
+                dead_letter_exchange=target.exchange,
+                dead_letter_routing_key=target.routing_key,
+                feeds=reach.feeds,
+                reason=reach.reason,
+            )
+            sources.setdefault(dest, []).append(source)
+            if target.queue in delay:
+                continue  # a TTL queue expiring into its target is a delay or retry route
+            if target.queue in reached.get(dest, {}):
                 continue  # a retry loop: dest dead-letters straight back
-            if target.exchange == "":
-                why = f"queue {target.queue!r} dead-letters to it by routing key"
-            else:
-                why = f"bound to dead-letter exchange {target.exchange!r} of queue {target.queue!r}"
-            reasons.setdefault(dest, why)
+            qualifying.add(dest)
+    reasons = {dest: dead_letter_reason(sources[dest]) for dest in qualifying}
     lowered = [p.lower() for p in patterns]
     for name in sorted(names - set(reasons)):
         for pattern in lowered:
             if fnmatch.fnmatchcase(name.lower(), pattern):
                 reasons[name] = f"name matches {pattern!r}"
                 break
-    return reasons
+    return DeadLetterMap(
+        reasons=reasons,
+        sources={
+            dest: tuple(sorted(found, key=lambda s: s.queue)) for dest, found in sources.items()
+        },
+    )
+
+
+def dead_letter_reason(sources: Sequence[DeadLetterSource]) -> str:
+    """Why queues fed by ``sources`` are DLQs, naming every source: those whose dead
+    letters always arrive first, grouped by dead-letter exchange."""
+    parts = []
+    for feeds in (Feeds.ALWAYS, Feeds.MAYBE):
+        by_exchange: dict[str, list[str]] = {}
+        for s in sources:
+            if s.feeds is feeds:
+                by_exchange.setdefault(s.dead_letter_exchange, []).append(s.queue)
+        for exchange, queues in sorted(by_exchange.items()):
+            which = ("queues " if len(queues) > 1 else "queue ") + ", ".join(
+                repr(q) for q in sorted(queues)
+            )
+            if exchange == "" and feeds is Feeds.ALWAYS:
+                verb = "dead-letter" if len(queues) > 1 else "dead-letters"
+                parts.append(f"{which} {verb} to it by routing key")
+            elif exchange == "":
+                parts.append(f"{which} may dead-letter to it by routing key")
+            elif feeds is Feeds.ALWAYS:
+                parts.append(f"bound to dead-letter exchange {exchange!r} of {which}")
+            else:
+                parts.append(f"may be fed through dead-letter exchange {exchange!r} by {which}")
+    return "; ".join(parts)
 
 
 def _is_delay_queue(queue: Mapping[str, Any]) -> bool:
@@ -118,56 +140,6 @@ def _is_delay_queue(queue: Mapping[str, Any]) -> bool:
     if not isinstance(policy, Mapping):
         policy = {}
     return "x-message-ttl" in args or "message-ttl" in policy
-
-
-def _key_matches(binding: Mapping[str, Any], routing_key: str | None) -> bool:
-    """Whether a binding can receive a message dead-lettered with ``routing_key``.
-
-    The exchange type is not in the bindings listing, so the rule is the union of the
-    types: an empty binding key (fanout), header-match arguments (headers), an unknown
-    dead-letter key (the message keeps its original keys), or a topic-pattern match
-    (which includes the exact match of a direct exchange).
-    """
-    key = str(binding.get("routing_key", ""))
-    args = binding.get("arguments") or {}
-    if routing_key is None or key == "" or (isinstance(args, Mapping) and "x-match" in args):
-        return True
-    return _topic_match(key.split("."), routing_key.split("."))
-
-
-def _topic_match(pattern: list[str], words: list[str]) -> bool:
-    if not pattern:
-        return not words
-    head, rest = pattern[0], pattern[1:]
-    if head == "#":
-        return any(_topic_match(rest, words[i:]) for i in range(len(words) + 1))
-    if not words:
-        return False
-    return (head in ("*", words[0])) and _topic_match(rest, words[1:])
-
-
-def _queues_behind(
-    exchange: str, routing_key: str | None, bindings: Sequence[Mapping[str, Any]]
-) -> set[str]:
-    """Queues a message sent to ``exchange`` with ``routing_key`` can reach, following
-    exchange-to-exchange bindings."""
-    seen = {exchange}
-    todo = [exchange]
-    found: set[str] = set()
-    while todo:
-        current = todo.pop()
-        for binding in bindings:
-            if str(binding.get("source", "")) != current:
-                continue
-            if not _key_matches(binding, routing_key):
-                continue
-            dest = str(binding.get("destination", ""))
-            if binding.get("destination_type") == "queue":
-                found.add(dest)
-            elif binding.get("destination_type") == "exchange" and dest not in seen:
-                seen.add(dest)
-                todo.append(dest)
-    return found
 
 
 def _rate(stats: Mapping[str, Any], key: str) -> float | None:
@@ -224,22 +196,48 @@ class RabbitQueueStats(RabbitCore):
         return [*DEFAULT_DLQ_PATTERNS, *(str(p) for p in extra)]
 
     def queue_stats(self, names: Iterable[str] | None = None) -> list[QueueStats]:
+        return self.queue_stats_and_dead_letters(names)[0]
+
+    def queue_stats_and_dead_letters(
+        self, names: Iterable[str] | None = None
+    ) -> tuple[list[QueueStats], DeadLetterMap]:
+        """``queue_stats`` and the vhost's dead-letter map, from one set of listings."""
         api = self.management()
         vhost = quote_segment(self.settings.vhost)
         listing: list[dict[str, Any]] = api.get(f"/queues/{vhost}", params={"columns": _COLUMNS})
+        exchanges: list[dict[str, Any]] = []
         bindings: list[dict[str, Any]] = []
+        streams_take_at_most_once = True
         if any(dead_letter_target(q) is not None for q in listing):
+            streams_take_at_most_once = self._streams_take_at_most_once(listing)
+            exchanges = api.get(f"/exchanges/{vhost}", params={"columns": "name,type"})
             bindings = api.get(
                 f"/bindings/{vhost}",
-                params={"columns": "source,destination,destination_type"},
+                params={"columns": "source,destination,destination_type,routing_key,arguments"},
             )
-        reasons = classify_dead_letter_queues(listing, bindings, self.dlq_patterns())
+        dead = classify_dead_letter_queues(
+            listing,
+            exchanges,
+            bindings,
+            self.dlq_patterns(),
+            streams_take_at_most_once,
+        )
         wanted = set(names) if names is not None else None
-        return sorted(
+        stats = sorted(
             (
-                queue_from_listing(item, reasons.get(str(item.get("name"))))
+                queue_from_listing(item, dead.reasons.get(str(item.get("name"))))
                 for item in listing
                 if wanted is None or item.get("name") in wanted
             ),
             key=lambda q: q.name,
         )
+        return stats, dead
+
+    def _streams_take_at_most_once(self, listing: list[dict[str, Any]]) -> bool:
+        """``Behaviour.streams_take_at_most_once_dead_letters`` of the node, asked only
+        when the vhost has a stream."""
+        if not any(q.get("type") == "stream" for q in listing):
+            return True
+        overview = self.management().get("/overview", params={"columns": "rabbitmq_version"})
+        version = overview.get("rabbitmq_version") if isinstance(overview, dict) else None
+        return behaviour_for(version).streams_take_at_most_once_dead_letters
